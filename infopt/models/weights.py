@@ -1,0 +1,79 @@
+"""Pretrained weight loading that fails with one clear sentence.
+
+The lab defaults to seeded random weights (timing does not depend on weight
+values, and they need no network). ``weights="pretrained"`` first looks in the
+local caches, then tries a download, and otherwise raises
+:class:`WeightsUnavailableError` that says how to get the weights. It never
+falls back to random weights silently.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import torch
+
+from ..errors import WeightsUnavailableError
+
+T = TypeVar("T")
+_DOWNLOAD_TIMEOUT_S = 20.0
+
+
+def offline() -> bool:
+    """True when the user asked for no network (HF_HUB_OFFLINE / INFOPT_OFFLINE)."""
+    return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "INFOPT_OFFLINE"))
+
+
+@contextmanager
+def _socket_timeout(seconds: float):
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_torchvision_weights(weights_enum) -> dict:
+    """State dict of a torchvision weights entry, from the hub cache or a download."""
+    filename = Path(weights_enum.url).name
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if cached.exists():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    how = (f"download {weights_enum.url} to {cached} on a machine with network access, "
+           "or use weights='random'")
+    if offline():
+        raise WeightsUnavailableError(f"Pretrained weights {filename} are not cached and the run is offline: {how}.")
+    try:
+        with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
+            return torch.hub.load_state_dict_from_url(weights_enum.url, map_location="cpu", progress=False)
+    except Exception as error:  # any network failure ends the same way
+        raise WeightsUnavailableError(
+            f"Pretrained weights {filename} are not cached and could not be downloaded "
+            f"({type(error).__name__}): {how}."
+        ) from None
+
+
+def load_hf_pretrained(loader: Callable[..., T], repo_id: str, **kwargs) -> T:
+    """``loader(repo_id, ...)`` (a ``from_pretrained``) from the HF cache, else from the Hub."""
+    try:
+        return loader(repo_id, local_files_only=True, **kwargs)
+    except (OSError, ValueError):
+        pass
+    how = (f"run `huggingface-cli download {repo_id}` on a machine with network access "
+           "(or copy its HF cache folder here), or use weights='random'")
+    if offline():
+        raise WeightsUnavailableError(f"Pretrained weights for '{repo_id}' are not in the Hugging Face cache "
+                                      f"and the run is offline: {how}.")
+    try:
+        with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
+            return loader(repo_id, **kwargs)
+    except Exception as error:
+        raise WeightsUnavailableError(
+            f"Pretrained weights for '{repo_id}' are not cached and could not be downloaded "
+            f"({type(error).__name__}): {how}."
+        ) from None
