@@ -14,6 +14,7 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, TypeVar
+from urllib.parse import urlparse
 
 import torch
 
@@ -26,6 +27,17 @@ _DOWNLOAD_TIMEOUT_S = 20.0
 def offline() -> bool:
     """True when the user asked for no network (HF_HUB_OFFLINE / INFOPT_OFFLINE)."""
     return any(os.environ.get(name, "").lower() in ("1", "true", "yes") for name in ("HF_HUB_OFFLINE", "INFOPT_OFFLINE"))
+
+
+def _unreachable_reason(url: str) -> str | None:
+    """Why ``url``'s host cannot be reached (checked before a download retries for minutes)."""
+    host = urlparse(url).hostname or url
+    try:
+        with _socket_timeout(5.0):
+            socket.getaddrinfo(host, 443)
+    except OSError as error:
+        return f"cannot resolve {host}: {error}"
+    return None
 
 
 @contextmanager
@@ -48,6 +60,10 @@ def load_torchvision_weights(weights_enum) -> dict:
            "or use weights='random'")
     if offline():
         raise WeightsUnavailableError(f"Pretrained weights {filename} are not cached and the run is offline: {how}.")
+    unreachable = _unreachable_reason(weights_enum.url)
+    if unreachable:
+        raise WeightsUnavailableError(f"Pretrained weights {filename} are not cached and the network is "
+                                      f"unavailable ({unreachable}): {how}.")
     try:
         with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
             return torch.hub.load_state_dict_from_url(weights_enum.url, map_location="cpu", progress=False)
@@ -69,6 +85,10 @@ def load_hf_pretrained(loader: Callable[..., T], repo_id: str, **kwargs) -> T:
     if offline():
         raise WeightsUnavailableError(f"Pretrained weights for '{repo_id}' are not in the Hugging Face cache "
                                       f"and the run is offline: {how}.")
+    unreachable = _unreachable_reason(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    if unreachable:
+        raise WeightsUnavailableError(f"Pretrained weights for '{repo_id}' are not cached and the network is "
+                                      f"unavailable ({unreachable}): {how}.")
     try:
         with _socket_timeout(_DOWNLOAD_TIMEOUT_S):
             return loader(repo_id, **kwargs)

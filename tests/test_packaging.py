@@ -1,0 +1,44 @@
+"""pyproject.toml and environment.yml list the same dependencies; layout is as documented."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"pytorch": "torch"}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ \[;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    conda = set()
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        match = re.match(r"\s+-\s+([A-Za-z][\w.-]*)", line)
+        if match and match.group(1) not in ("python", "pip"):
+            conda.add(CONDA_NAMES.get(match.group(1).lower(), match.group(1).lower()))
+    assert conda == wanted
+
+
+def test_torch_is_never_pinned_above_the_available_release():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        if _name(requirement) in ("torch", "torchvision"):
+            assert ">=" in requirement and "==" not in requirement
+
+
+def test_top_level_layout():
+    for path in ["infopt", "notebooks", "results", "environment.yml", "Dockerfile", "run_notebooks.py",
+                 "README.md", "pyproject.toml", "tests", "benchmarks", ".ci/run"]:
+        assert (ROOT / path).exists(), path
+
+
+def test_dockerfile_keeps_token_auth_and_runs_as_non_root():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "USER lab" in text and "EXPOSE 8888" in text
+    assert "token=''" not in text and 'token=""' not in text and "--NotebookApp.token=" not in text
