@@ -1,0 +1,48 @@
+"""One `run_notebooks.py --device cpu --quick` run shared by test_end_to_end.py and test_browser.py.
+
+The run takes a few minutes, so it is made once per pytest process (whichever
+test module asks first) in a temporary folder removed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_NAME = "quick"
+
+
+@dataclass
+class QuickRun:
+    output: Path
+    run_dir: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    wall_s: float
+
+
+_cache: dict[str, QuickRun] = {}
+
+
+def quick_run() -> QuickRun:
+    if "run" not in _cache:
+        output = Path(tempfile.mkdtemp(prefix="infopt-quick-"))
+        atexit.register(shutil.rmtree, output, ignore_errors=True)
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--output", str(output),
+             "--run-name", RUN_NAME],
+            capture_output=True, text=True, timeout=900, cwd=str(output),
+        )
+        _cache["run"] = QuickRun(output, output / RUN_NAME, proc.returncode, proc.stdout, proc.stderr,
+                                 time.perf_counter() - started)
+        print(f"\nquick run: exit {proc.returncode} in {_cache['run'].wall_s:.0f} s", file=sys.stderr)
+    return _cache["run"]
