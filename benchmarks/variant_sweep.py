@@ -55,6 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="interleaved baseline/variant rounds per point for the drift-robust paired_speedup "
                              "(default 6; 0 to skip)")
     parser.add_argument("--no-memory", action="store_true", help="skip the separate memory pass (faster)")
+    parser.add_argument("--max-time", type=float, default=None, help="cap on timing seconds per point (default: TimingConfig's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--size", default="full", choices=["full", "tiny"])
     parser.add_argument("--out", type=Path, default=None, help="save {model}_{device}_variants.csv/json here")
@@ -75,6 +76,9 @@ def check_drift(model, df: pd.DataFrame, batch_sizes, seq_len, timing: TimingCon
 def main(argv=None) -> int:
     args = parse_args(argv)
     timing = TimingConfig.quick(num_threads=args.threads) if args.quick else TimingConfig(num_threads=args.threads)
+    if args.max_time is not None:
+        timing = TimingConfig(**{**timing.to_dict(), "max_time_s": args.max_time,
+                                 "min_time_s": min(timing.min_time_s, args.max_time)})
     env = collect()
     print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{torch.get_num_threads() if args.threads is None else args.threads} threads, device {args.device}, "

@@ -52,7 +52,8 @@ class Tolerance:
     label: str = ""
 
     def describe(self) -> str:
-        return f"{self.label}: worst-row cosine >= {self.min_cosine:g}, rel_error <= {self.max_rel_error:g}".lstrip(": ")
+        rule = f"worst-row cosine >= {self.min_cosine:g}, rel_error <= {self.max_rel_error:g}"
+        return f"{self.label}: {rule}" if self.label else rule
 
     def as_dict(self) -> dict:
         return asdict(self)

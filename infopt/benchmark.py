@@ -21,7 +21,7 @@ import torch
 
 from .devices import synchronize
 from .errors import InvalidInputError
-from .generation import run_generation_sweep
+from .generation import run_generation_sweep  # noqa: F401 - re-exported: the public home of sweeps
 from .memtrack import measure_peak_memory, release_memory
 from .models.transformers_models import DEFAULT_SEQ_LEN
 from .results import numeric_columns

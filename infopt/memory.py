@@ -24,17 +24,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .devices import device_kind, is_out_of_memory, synchronize
+from .devices import device_kind, synchronize
 from .errors import InvalidInputError
 from .memtrack import MIB, MpsAllocatedSampler, RssSampler, measure_peak_memory, release_memory
 from .opcount import ModuleScopes
+from .profiling import resolved_seq_len
+from .timing import describe_failure
 
 KV_ANALYTIC_DEFINITION = "2 (keys and values) x layers x batch x cached sequence length x hidden size x bytes per element"
-
-
-def _failure(error: BaseException) -> tuple[str, str]:
-    lines = str(error).strip().splitlines()
-    return ("oom" if is_out_of_memory(error) else "error"), f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 # --------------------------------------------------------------------------- KV cache helpers
@@ -123,7 +120,7 @@ def memory_vs_batch(model, batch_sizes=(1, 4, 8, 16), seq_len: int | None = None
     rows, out_of_memory = [], False
     for batch_size in sizes:
         row = {"model": model.name, "device": str(model.device), "variant": model.variant,
-               "batch_size": batch_size, "seq_len": (seq_len or 128) if model.is_text else None,
+               "batch_size": batch_size, "seq_len": resolved_seq_len(model, seq_len),
                "measured_pass": "prefill (use_cache=True)" if causal else "forward",
                "status": "ok", "error": None, "weights_mb": weights_mb, "kv_cache_mb": 0.0 if causal else None,
                "activation_workspace_mb": None, "peak_memory_mb": None, "baseline_memory_mb": None,
@@ -144,7 +141,7 @@ def memory_vs_batch(model, batch_sizes=(1, 4, 8, 16), seq_len: int | None = None
             row["kv_cache_mb"] = kv_mb if causal else None
             row["activation_workspace_mb"] = measured["activation_memory_mb"] - kv_mb
         except Exception as error:  # recorded per point, the sweep goes on
-            row["status"], row["error"] = _failure(error)
+            row["status"], row["error"] = describe_failure(error)
             out_of_memory = row["status"] == "oom"
         finally:
             release_memory(model.device)
@@ -236,7 +233,7 @@ def memory_timeline(model, batch_size: int, seq_len: int | None = None, *, out_d
         model.forward(inputs)
     synchronize(model.device)
     release_memory(model.device)
-    attrs: dict = {"batch_size": batch_size, "seq_len": (seq_len or 128) if model.is_text else None,
+    attrs: dict = {"batch_size": batch_size, "seq_len": resolved_seq_len(model, seq_len),
                    "module_events": [], "snapshot_path": None}
     if kind == "cuda":
         table, attrs["snapshot_path"] = _cuda_timeline(model, inputs, Path(out_dir) if out_dir else None)

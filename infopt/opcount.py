@@ -78,13 +78,18 @@ def tensor_footprint_bytes(tensor: torch.Tensor) -> int:
         return footprint
 
 
+def _storage_pointer(tensor: torch.Tensor) -> int | None:
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # tensors without a storage (e.g. some subclasses)
+        return None
+
+
 def _view_key(tensor: torch.Tensor) -> tuple:
     """Identity of a view: the same memory region seen twice is counted once."""
-    try:
-        pointer = tensor.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):
-        pointer = id(tensor)
-    return pointer, tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride())
+    pointer = _storage_pointer(tensor)
+    return (id(tensor) if pointer is None else pointer), tensor.storage_offset(), tuple(tensor.shape), \
+        tuple(tensor.stride())
 
 
 def _is_view_op(func) -> bool:
@@ -119,13 +124,6 @@ def _unique_bytes(tensors) -> int:
             seen.add(key)
             total += tensor_footprint_bytes(tensor)
     return total
-
-
-def _storage_pointer(tensor: torch.Tensor) -> int | None:
-    try:
-        return tensor.untyped_storage().data_ptr()
-    except (RuntimeError, NotImplementedError):
-        return None
 
 
 def operator_bytes(func, args, kwargs, out) -> tuple[int, int] | None:
@@ -278,7 +276,7 @@ class OpCounts:
     """What one counted call dispatched, as tables.
 
     ``operators``: one row per operator name (calls, flops, read/written/total
-    bytes, intensity). ``modules``: one row per submodule with inclusive
+    bytes). ``modules``: one row per submodule with inclusive
     (``flops``, ``bytes``) and self (``self_flops``, ``self_bytes``) sums and
     the number of times it ran (``calls``); ``None`` without a root module.
     """

@@ -72,12 +72,14 @@ def save_chart(fig: go.Figure, charts_dir: str | Path, name: str) -> Path:
     return path
 
 
-def show(fig: go.Figure, charts_dir: str | Path | None = None, name: str | None = None) -> go.Figure:
-    """Save the chart (when a folder is given) and display it; returns the figure."""
+def show(fig: go.Figure, charts_dir: str | Path | None = None, name: str | None = None) -> None:
+    """Save the chart (when a folder is given) and display it.
+
+    Returns nothing on purpose: a returned figure at the end of a cell would be displayed a second time.
+    """
     if charts_dir is not None:
         save_chart(fig, charts_dir, name or fig.layout.title.text or "chart")
     fig.show()
-    return fig
 
 
 # -- helpers ------------------------------------------------------------------
@@ -407,7 +409,7 @@ def explore(df: pd.DataFrame, metrics=EXPLORE_METRICS):
     never called by headless runs.
     """
     import ipywidgets as widgets
-    from IPython.display import clear_output, display
+    from IPython.display import display
 
     data = _ok(df)
     if data.empty:
@@ -432,10 +434,10 @@ def explore(df: pd.DataFrame, metrics=EXPLORE_METRICS):
                 sel = sel[sel[column].astype(str) == control.value]
         if batch.value:
             sel = sel[sel["batch_size"].isin(batch.value)]
-        with out:
-            clear_output(wait=True)
-            compare(sel, "batch_size", metric.value, title=metric.value, x_label="batch size",
-                    y_label=metric.value).show()
+        # append_display_data, not "with out:": output capture can wait forever on a kernel with no frontend
+        out.outputs = ()
+        out.append_display_data(compare(sel, "batch_size", metric.value, title=str(metric.value),
+                                        x_label="batch size", y_label=str(metric.value)))
 
     for control in (model, device, variant, batch, metric):
         control.observe(redraw, names="value")

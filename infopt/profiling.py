@@ -12,9 +12,10 @@ trace and turns the recorded events into tables:
   (children included) and self time (children excluded) come from the same
   trace, with no extra stopwatch and no missing device synchronization;
 - overhead, measured without double counting nested events: on CPU, the wall
-  time of the recorded steps against the time covered by leaf operators (the
-  kernels' own work); the rest is framework and Python dispatch. On CUDA,
-  the share of wall time during which the GPU runs a kernel or copy.
+  time of the recorded steps against the time spent inside operators (the
+  sum of every operator's self time); the rest is framework and Python
+  dispatch. On CUDA, the share of wall time during which the GPU runs a
+  kernel or copy (union of their intervals), the rest being GPU idle time.
 
 On MPS the profiler records host activity only: device kernel time is not
 available there and is never shown.
@@ -308,6 +309,13 @@ class _ModuleAnnotations:
             self.scopes.__exit__(*exc)
 
 
+def resolved_seq_len(model, seq_len: int | None) -> int | None:
+    """The sequence length a text model actually runs at (its default when ``None``); ``None`` for vision."""
+    if not model.is_text:
+        return None
+    return int(model.input_description(seq_len).get("seq_len", seq_len))
+
+
 def _check_schedule(wait: int, warmup: int, active: int) -> None:
     for name, value in (("wait", wait), ("warmup", warmup), ("active", active)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -341,12 +349,10 @@ def run_profiler(model, inputs: dict, *, wait: int = 1, warmup: int = 2, active:
     device = model.device
     kind = device_kind(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if kind == "cuda" else [])
-    traced: dict = {}
 
     def on_ready(prof) -> None:
         if trace_path is not None:
             _write_trace(prof, trace_path)
-        traced["done"] = True
 
     host_wall_s: list[float] = []
     with torch.inference_mode(), _ModuleAnnotations(model.module):
@@ -411,7 +417,7 @@ def profile_model(model, batch_size: int, out_dir: str | os.PathLike | None, seq
         trace_path=trace_path,
         notes=notes,
         config={"model": model.name, "device": str(model.device), "variant": model.variant,
-                "batch_size": batch_size, "seq_len": seq_len if model.is_text else None, "wait": wait,
+                "batch_size": batch_size, "seq_len": resolved_seq_len(model, seq_len), "wait": wait,
                 "warmup": warmup, "active": active, "record_memory": record_memory, "with_stack": with_stack,
                 "torch_threads": torch.get_num_threads()},
         counted_operator_times=_counted_operator_times(events, set(counts.operators["operator"]), steps, kind),

@@ -11,6 +11,7 @@ each one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -86,24 +87,17 @@ def _atomic_write_text(path: Path, text: str) -> None:
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
     except BaseException:
-        with _suppress_os_error():
+        with contextlib.suppress(OSError):
             os.unlink(temp_name)
         raise
-
-
-class _suppress_os_error:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        return exc_type is not None and issubclass(exc_type, OSError)
 
 
 def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
     existing = [str(path) for path in paths if path.exists()]
     if existing and not overwrite:
         raise ResultsExistError(
-            f"Refusing to overwrite existing results {', '.join(existing)}: pass overwrite=True or choose another directory."
+            f"Refusing to overwrite existing results {', '.join(existing)}: "
+            "pass overwrite=True or choose another directory."
         )
 
 
@@ -118,7 +112,7 @@ def save_json(obj: Any, path: str | Path, *, overwrite: bool = False) -> Path:
 # -- results files ----------------------------------------------------------------
 def safe_name(text: str) -> str:
     """A file-name-safe form of a model/device/kind label (``cuda:0`` -> ``cuda-0``)."""
-    cleaned = re.sub(r"[^A-Za-z0-9.+-]+", "-", str(text)).strip("-")
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-")
     if not cleaned:
         raise InfoptError(f"Cannot build a file name from {text!r}.")
     return cleaned
@@ -288,5 +282,5 @@ def load_results(path_or_dir: str | Path, kind: str | None = None) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["ResultsExistError", "ResultsFormatError", "SCHEMA_VERSION", "load_results", "numeric_columns", "results_paths",
-           "safe_name", "save_json", "save_results", "to_jsonable"]
+__all__ = ["ResultsExistError", "ResultsFormatError", "SCHEMA_VERSION", "load_results", "numeric_columns",
+           "results_paths", "safe_name", "save_json", "save_results", "to_jsonable"]

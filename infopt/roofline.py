@@ -28,7 +28,7 @@ from .devices import device_kind, resolve_device
 from .errors import InvalidInputError
 from .opcount import BYTES_DEFINITION
 from .peaks import device_peaks, dtype_name, peak_bandwidth, peak_flops
-from .profiling import MPS_NOTE, profile_model
+from .profiling import MPS_NOTE, profile_model, resolved_seq_len
 from .timing import TimingConfig, measure
 
 #: A point this far above its roof means the counting or the timing is wrong.
@@ -145,7 +145,7 @@ def roofline(model, batch_size: int, device: str | torch.device | None = None, s
     min_bytes = _model_io_bytes(model, inputs)
     whole_model = {
         "model": model.name, "device": str(target), "variant": model.variant, "batch_size": batch_size,
-        "seq_len": (seq_len or 128) if model.is_text else None, "dtype": dtype,
+        "seq_len": resolved_seq_len(model, seq_len), "dtype": dtype,
         "flops": counts.total_flops, "flops_per_sample": counts.total_flops / batch_size,
         "bytes": counts.total_bytes, "operational_intensity": whole["operational_intensity"],
         "min_bytes": min_bytes, "max_operational_intensity": counts.total_flops / min_bytes,
@@ -159,7 +159,8 @@ def roofline(model, batch_size: int, device: str | torch.device | None = None, s
     }
     result = RooflineResult(
         modules=modules, operators=operators, whole_model=whole_model, peaks=peaks, notes=notes,
-        config={"model": model.name, "device": str(target), "batch_size": batch_size, "seq_len": seq_len,
+        config={"model": model.name, "device": str(target), "batch_size": batch_size,
+                "seq_len": resolved_seq_len(model, seq_len),
                 "dtype": dtype, "peak_source": peak_source, "time_basis": time_column if kind != "mps" else None},
     )
     above = result.points_above_roof()

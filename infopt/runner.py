@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import json
 import os
 import shlex
@@ -37,14 +38,21 @@ MANIFEST = "run.json"
 SCHEMA_VERSION = 1
 KERNEL_NAME = "python3"
 
-#: Rough seconds per notebook on a 2-core CPU (kernel start and imports included),
-#: used only for the up-front estimate; GPUs are faster.
+#: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
+#: for the up-front estimate. Full size: benchmark points run until the 1% CI target or the 15 s cap; variant
+#: points are capped at 5 s on CPU (see model_parameters). GPUs are faster.
 ESTIMATE_S = {
-    "tiny": {"benchmark": 14, "profile": 12, "memory": 9, "optimize": 14, "report": 12},
-    "full": {"benchmark": 110, "profile": 60, "memory": 40, "optimize": 150, "report": 15},
+    "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "report": 10},
+    "full": {
+        "benchmark": {"resnet50": 100, "gpt2": 150, "distilbert": 80},
+        "profile": {"resnet50": 60, "gpt2": 45, "distilbert": 30},
+        "memory": {"resnet50": 40, "gpt2": 40, "distilbert": 25},
+        "optimize": {"resnet50": 120, "gpt2": 100, "distilbert": 90},
+        "report": 15,
+    },
 }
-#: Per-model factor on the full-size estimate (resnet50 is the heaviest on CPU).
-MODEL_FACTOR = {"resnet50": 1.4, "gpt2": 1.0, "distilbert": 0.6}
+#: Cap (seconds) on each timed variant point of a full CPU run, to keep the default run near 15 minutes.
+CPU_VARIANT_MAX_TIME_S = 5.0
 
 
 class RunnerError(InfoptError):
@@ -189,6 +197,8 @@ def model_parameters(notebook: str, model: str, device: str, out_dir: Path, args
         # torch.compile takes minutes per variant on a CPU: measured on GPUs by default, opt in on CPU
         # with --param include_compile=true.
         params["include_compile"] = not quick and device_kind(device) != "cpu"
+        if not quick and device_kind(device) == "cpu":
+            params["max_time_s"] = CPU_VARIANT_MAX_TIME_S
         if quick:  # a few representative variants: the pipeline, not the search, is what --quick checks
             params["variants"] = ["channels-last", "bf16", "int8-dynamic"]
     return params
@@ -258,13 +268,13 @@ def build_plan(args) -> Plan:
 
 
 def estimate_seconds(plan: Plan) -> float:
-    size = "tiny" if plan.settings["quick"] else "full"
+    """Rough duration of the notebooks still to run (see :data:`ESTIMATE_S`)."""
+    table = ESTIMATE_S["tiny" if plan.settings["quick"] else "full"]
     total = 0.0
     for job in plan.jobs:
-        if job.status == "skipped":
-            continue
-        factor = 1.0 if size == "tiny" or job.model is None else MODEL_FACTOR.get(job.model, 1.0)
-        total += ESTIMATE_S[size].get(job.notebook, 30) * factor
+        if job.status != "skipped":
+            entry = table.get(job.notebook, 60)
+            total += entry.get(job.model, 60) if isinstance(entry, dict) else entry
     return total
 
 
@@ -379,12 +389,18 @@ def mark_resumable(plan: Plan, manifest: Manifest) -> None:
 
 # -- execution -----------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
+def _html_exporter():
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter()  # built once: loading the templates costs about a second
+
+
 def export_html(notebook_path: Path) -> Path:
     """``jupyter nbconvert --to html`` equivalent (charts are the text/html outputs the notebooks emit)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook_path), as_version=4))
+    body, _ = _html_exporter().from_notebook_node(nbformat.read(str(notebook_path), as_version=4))
     target = notebook_path.with_suffix(".html")
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.write_text(body, encoding="utf-8")

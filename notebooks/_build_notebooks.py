@@ -55,6 +55,19 @@ def _code(text: str, tags: list[str] | None = None):
     return cell
 
 
+def _explore(kind: str, metrics: tuple[str, ...] | None = None) -> list:
+    """The closing "Explore" section: widgets over every saved result of ``kind`` under the results folder."""
+    args = f'report.gather(out.parent.parent.parent, kind="{kind}")' + (f", metrics={metrics!r}" if metrics else "")
+    return [
+        _md("""
+## Explore (interactive)
+With `interactive=True` (JupyterLab), pick model, device, variant, batch sizes and metric over every result of
+this kind saved under the results folder (this run and the others next to it). Headless runs leave it off.
+"""),
+        _code(f"if interactive:\n    plots.explore({args})"),
+    ]
+
+
 def _params(extra: str) -> object:
     return _code(MODEL_PARAMETERS + ("\n" + extra.strip("\n") if extra.strip() else ""), tags=["parameters"])
 
@@ -74,12 +87,13 @@ batch_sizes: list = [1, 4, 8, 16]  # batch sizes to sweep (each at least 1)
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
 prompt_lengths: list = [32, 128, 512]  # gpt2 only: prompt lengths for the generation sweep
 no_cache_prompt_lengths: list = [32, 128]  # gpt2 only: prompts also generated WITHOUT the KV cache (empty list: skip)
-new_tokens: int = 32  # gpt2 only: tokens generated per prompt (forced, never stops early)'''),
+new_tokens: int = 32  # gpt2 only: tokens generated per prompt (forced, never stops early)
+max_time_s: float = 15.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)'''),
         _code(SETUP + '''
 from infopt.benchmark import cold_start, run_batch_sweep
 from infopt.timing import TimingConfig
 
-timing = TimingConfig.quick() if quick else TimingConfig()
+timing = TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s)
 text_seq_len = seq_len if wrapper.is_text else None'''),
         _md("""
 ## Cold start
@@ -145,14 +159,7 @@ if wrapper.is_causal_lm:
                charts, "generation_ttft_tpot")
 else:
     print(f"{model} is not a causal language model: no generation metrics.")'''),
-        _md("""
-## Explore (interactive)
-With `interactive=True` (JupyterLab), pick model, device, variant, batch sizes and metric over every result saved
-under this results folder. Headless runs leave it off.
-"""),
-        _code('''\
-if interactive:
-    plots.explore(report.gather(out.parent.parent.parent, kind="results"))'''),
+        *_explore("results"),
     ]
 
 
@@ -251,6 +258,7 @@ roof.modules.sort_values("time_ms", ascending=False).head(15)'''),
         _code('''\
 plots.show(plots.roofline_result(roof, title=f"{model} on {label}, batch {batch_size}: roofline"),
            charts, "roofline")'''),
+        *_explore("roofline_model", ("roof_fraction", "achieved_flops_per_s", "time_ms", "operational_intensity")),
     ]
 
 
@@ -319,6 +327,7 @@ if wrapper.is_causal_lm:
                charts, "kv_cache")
 else:
     print(f"{model} does not generate: no KV cache.")'''),
+        *_explore("memory", ("peak_memory_mb", "activation_workspace_mb", "kv_cache_mb", "weights_mb")),
     ]
 
 
@@ -337,12 +346,13 @@ recommended; one that does not apply is `n/a` with the reason; one that fails is
 batch_sizes: list = [1, 8]  # batch sizes to compare variants at (each at least 1)
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
 variants: list = []  # variant specs such as "bf16+channels-last"; empty list: the default set
-include_compile: bool = True  # False: skip torch.compile variants (they take minutes to compile on CPU)'''),
+include_compile: bool = True  # False: skip torch.compile variants (they take minutes to compile on CPU)
+max_time_s: float = 15.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)'''),
         _code(SETUP + '''
 from infopt.timing import TimingConfig
 from infopt.variants import SPEEDUP_DEFINITION, describe_variants, recommend, run_variant_sweep
 
-timing = TimingConfig.quick() if quick else TimingConfig()
+timing = TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s)
 text_seq_len = seq_len if wrapper.is_text else None
 describe_variants()'''),
         _md("""
@@ -380,6 +390,7 @@ recommendations = recommend(sweep)
 for line in recommendations["recommendation"]:
     print(line)
 recommendations'''),
+        *_explore("variants", ("speedup_vs_baseline", "latency_p50_ms", "throughput_items_per_s", "rel_error")),
     ]
 
 

@@ -144,4 +144,5 @@ def test_save_json_is_atomic_safe_and_refuses_overwrite(tmp_path):
 
 def test_helpers():
     assert safe_name("cuda:0") == "cuda-0"
+    assert results_paths("out", "resnet50", "cpu", "profile_ops")["csv"].name == "resnet50_cpu_profile_ops.csv"
     assert to_jsonable({"a": (np.float32(0.5), pd.NA, float("-inf"))}) == {"a": [0.5, None, None]}

@@ -5,7 +5,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from infopt.accuracy import compare_outputs
 from infopt.errors import InvalidInputError
@@ -146,6 +145,11 @@ def test_variants():
         unregister_variant(variant.name)
 
 
+def test_failing_transformation_raises_variant_error(tiny_resnet, test_variants):
+    with pytest.raises(VariantError, match="Variant 'broken-apply' failed on resnet50: RuntimeError: deliberately"):
+        apply_variant(tiny_resnet, "broken-apply+channels-last")
+
+
 def test_sweep_isolates_failures_and_flags_inaccuracy(tiny_resnet, test_variants):
     specs = ["broken-apply", "channels-last", "broken-call", "wrong", "fp16", "bf16+channels-last"]
     df = run_variant_sweep(tiny_resnet, specs, batch_sizes=(1, 2), timing=QUICK, measure_memory=False)
@@ -218,8 +222,8 @@ def test_recommend_picks_fastest_safe_variant_only():
 
 
 def test_paired_rounds_give_a_drift_robust_speedup(tiny_distilbert):
-    df = run_variant_sweep(tiny_distilbert, ["bf16"], batch_sizes=(1,), seq_len=SEQ_LEN, timing=QUICK,
-                           measure_memory=False, paired_rounds=6)
+    df = run_variant_sweep(tiny_distilbert, ["bf16"], batch_sizes=(1,), seq_len=SEQ_LEN,
+                           timing=TimingConfig.quick(num_threads=1), measure_memory=False, paired_rounds=6)
     rows = df.set_index("variant")
     assert rows.loc["bf16", "paired_rounds"] == 6
     assert rows.loc["bf16", "paired_speedup_ci_low"] <= rows.loc["bf16", "paired_speedup"] \
