@@ -193,7 +193,7 @@ def model_parameters(notebook: str, model: str, device: str, out_dir: Path, args
         if quick:
             params.update(kv_prompt_len=8, kv_new_tokens=8)
     elif notebook == "optimize":
-        params["batch_sizes"] = list(args.batch_sizes) if args.batch_sizes else ([1, 4] if quick else [1, 8])
+        params["batch_sizes"] = list(args.batch_sizes) if args.batch_sizes else ([4] if quick else [1, 8])
         # torch.compile takes minutes per variant on a CPU: measured on GPUs by default, opt in on CPU
         # with --param include_compile=true.
         params["include_compile"] = not quick and device_kind(device) != "cpu"
@@ -383,8 +383,8 @@ def mark_resumable(plan: Plan, manifest: Manifest) -> None:
         if job.model is not None and same and before.get("status") in ("succeeded", "skipped") \
                 and job.output.is_file():
             job.status, job.duration_s, job.error = "skipped", before.get("duration_s"), None
-        elif job.model is not None and before is not None and job.output.is_file():
-            job.parameters["overwrite"] = True  # stale partial results of a failed attempt
+        elif job.model is not None and before is not None:
+            job.parameters["overwrite"] = True  # stale results of a failed attempt or of other parameters
 
 
 # -- execution -----------------------------------------------------------------
@@ -536,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"infopt run '{plan.run_dir.name}': {len(plan.jobs) - skipped} notebook(s)"
           f"{f' ({skipped} already done, skipped)' if skipped else ''} on {plan.device} "
           f"({plan.device_choice['reason']}), {'quick (tiny models)' if args.quick else 'full size'}.")
+    if not args.quick and plan.device_label == "cpu" and "optimize" in plan.settings["notebooks"] \
+            and "include_compile" not in plan.settings["extra_parameters"]:
+        print("Note: torch.compile variants are skipped on CPU (minutes of compilation each); "
+              "add --param include_compile=true to measure them.")
     print(f"Estimated time: about {minutes:.0f} min (rough guide from a 2-core CPU; GPUs are faster). "
           f"Output: {plan.run_dir}", flush=True)
     return run_plan(plan, args, command, manifest)

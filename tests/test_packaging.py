@@ -18,7 +18,8 @@ def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
     conda = set()
-    for line in (ROOT / "environment.yml").read_text().splitlines():
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("\ndependencies:", 1)[1].splitlines():
         match = re.match(r"\s+-\s+([A-Za-z][\w.-]*)", line)
         if match and match.group(1) not in ("python", "pip"):
             conda.add(CONDA_NAMES.get(match.group(1).lower(), match.group(1).lower()))
