@@ -27,7 +27,6 @@ import cProfile
 import json
 import os
 import pstats
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch.profiler import ProfilerActivity, profile, record_function, schedule
 from .devices import device_kind, synchronize
 from .errors import InvalidInputError
 from .opcount import ROOT_NAME, ModuleScopes, OpCounts, count_model, fill_uncalled_containers, module_table_skeleton
+from .results import atomic_path
 
 MODULE_PREFIX = "module::"
 
@@ -326,15 +326,8 @@ def _check_schedule(wait: int, warmup: int, active: int) -> None:
 
 def _write_trace(prof, path: Path) -> None:
     """Export the Chrome/Perfetto trace atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".trace-", suffix=".json", dir=path.parent)
-    os.close(handle)
-    try:
-        prof.export_chrome_trace(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        prof.export_chrome_trace(str(temporary))
 
 
 def run_profiler(model, inputs: dict, *, wait: int = 1, warmup: int = 2, active: int = 3,

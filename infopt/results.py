@@ -77,19 +77,40 @@ def to_jsonable(value: Any) -> Any:
 
 
 # -- atomic writes ----------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
+def _default_file_mode() -> int:
+    """``0o666`` less the process umask: what ``open()`` would have given (mkstemp gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
+
+    A crash or exception leaves the old file (or nothing) in place, never a
+    half-written one. Files get the usual permissions, not mkstemp's 0600.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
+        yield Path(temp_name)
+        os.chmod(temp_name, _default_file_mode())
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp_name)
         raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
 
 
 def _refuse_existing(paths: list[Path], overwrite: bool) -> None:
@@ -224,7 +245,8 @@ def _read_json(path: Path) -> pd.DataFrame:
 
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path)
+        # keep_default_na=False: a status such as "n/a" must stay a string, not become NaN.
+        frame = pd.read_csv(path, keep_default_na=False, na_values=["", "NaN", "nan"])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ResultsFormatError(f"{path} is not a readable CSV ({error}).") from error
     if not {"model", "device"} <= set(frame.columns):

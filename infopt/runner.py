@@ -310,16 +310,9 @@ def _kernel_manager_class():
 # -- manifest ------------------------------------------------------------------
 
 def _write_json_atomic(obj: dict, path: Path) -> None:
-    try:
-        from .results import save_json
-    except ImportError:  # results module not available: same atomic write by hand
-        save_json = None
-    if save_json is not None:
-        save_json(obj, path, overwrite=True)
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    from .results import save_json
+
+    save_json(obj, path, overwrite=True)
 
 
 class Manifest:
@@ -401,10 +394,11 @@ def export_html(notebook_path: Path) -> Path:
     import nbformat
 
     body, _ = _html_exporter().from_notebook_node(nbformat.read(str(notebook_path), as_version=4))
+    from .results import atomic_path
+
     target = notebook_path.with_suffix(".html")
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
+    with atomic_path(target) as temporary:
+        temporary.write_text(body, encoding="utf-8")
     return target
 
 
