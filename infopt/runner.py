@@ -39,20 +39,21 @@ SCHEMA_VERSION = 1
 KERNEL_NAME = "python3"
 
 #: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
-#: for the up-front estimate. Full size: benchmark points run until the 1% CI target or the 15 s cap; variant
-#: points are capped at 5 s on CPU (see model_parameters). GPUs are faster.
+#: for the up-front estimate. Full size: from a measured default run on a 2-core AVX-512 CPU (2026-11-26),
+#: adjusted for the 8 s benchmark / 5 s variant caps on CPU (see model_parameters). GPUs are faster.
 ESTIMATE_S = {
     "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "report": 10},
     "full": {
-        "benchmark": {"resnet50": 100, "gpt2": 150, "distilbert": 80},
-        "profile": {"resnet50": 60, "gpt2": 45, "distilbert": 30},
-        "memory": {"resnet50": 40, "gpt2": 40, "distilbert": 25},
-        "optimize": {"resnet50": 120, "gpt2": 100, "distilbert": 90},
-        "report": 15,
+        "benchmark": {"resnet50": 75, "gpt2": 170, "distilbert": 75},
+        "profile": {"resnet50": 35, "gpt2": 80, "distilbert": 45},
+        "memory": {"resnet50": 15, "gpt2": 45, "distilbert": 16},
+        "optimize": {"resnet50": 115, "gpt2": 150, "distilbert": 85},
+        "report": 12,
     },
 }
-#: Cap (seconds) on each timed variant point of a full CPU run, to keep the default run near 15 minutes.
+#: Caps (seconds) on each timed point of a full CPU run, to keep the default run near 15 minutes.
 CPU_VARIANT_MAX_TIME_S = 5.0
+CPU_BENCHMARK_MAX_TIME_S = 8.0
 
 
 class RunnerError(InfoptError):
@@ -184,6 +185,8 @@ def model_parameters(notebook: str, model: str, device: str, out_dir: Path, args
         params["batch_sizes"] = batch_sizes
         if quick:
             params.update(prompt_lengths=[8, 32], no_cache_prompt_lengths=[8], new_tokens=8)
+        elif device_kind(device) == "cpu":  # without the cache every step recomputes the prompt: one length shows it
+            params.update(max_time_s=CPU_BENCHMARK_MAX_TIME_S, no_cache_prompt_lengths=[32])
     elif notebook == "profile":
         params.update(batch_size=one_batch, peaks_path=str(out_dir.parent / "device_peaks.json"))
         if quick:

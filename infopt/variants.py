@@ -408,6 +408,17 @@ def _has_attention_switch(model: ModelWrapper) -> str | None:
     return None
 
 
+def _switches_attention_to(implementation: str) -> Callable[[ModelWrapper], str | None]:
+    """Applicability check: the model can switch attention, and is not already on ``implementation``."""
+    def check(model: ModelWrapper) -> str | None:
+        reason = _has_attention_switch(model)
+        if reason is None and model.module.config._attn_implementation == implementation:
+            reason = (f"{model.name} already uses {implementation} attention, so this variant would time "
+                      "the baseline again.")
+        return reason
+    return check
+
+
 def _attention(implementation: str) -> Callable[[VariantModel], None]:
     def transform(model: VariantModel) -> None:
         model.wrapper.module.set_attn_implementation(implementation)
@@ -422,9 +433,9 @@ for _variant in (
     Variant(BASELINE, "the model as loaded: fp32 weights, eager PyTorch, default (sdpa) attention",
             _identity, stage=0),
     Variant("sdpa", "attention through torch.nn.functional.scaled_dot_product_attention (the baseline's default)",
-            _attention("sdpa"), stage=0, group="attention", tasks=_TEXT, check=_has_attention_switch),
+            _attention("sdpa"), stage=0, group="attention", tasks=_TEXT, check=_switches_attention_to("sdpa")),
     Variant("eager-attention", "attention as explicit matmul + softmax (transformers' 'eager' implementation)",
-            _attention("eager"), stage=0, group="attention", tasks=_TEXT, check=_has_attention_switch),
+            _attention("eager"), stage=0, group="attention", tasks=_TEXT, check=_switches_attention_to("eager")),
     Variant("int8-dynamic", "dynamic int8 quantization of every nn.Linear (weights int8, activations quantized "
             "per call; torch.ao.quantization.quantize_dynamic)", _int8_dynamic, stage=1, group="weights",
             devices=("cpu",), device_reason="quantized::linear_dynamic has CPU kernels only",

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
+import infopt
+
 from infopt.accuracy import compare_outputs
 from infopt.errors import InvalidInputError
 from infopt.timing import TimingConfig
@@ -37,7 +39,8 @@ def test_every_variant_applies_or_says_why_not(tiny_models, name):
             transformed = apply_variant(model, spec)
         except VariantNotApplicableError as error:
             assert spec not in list_variants(model)
-            assert str(error).strip() and (model.task in str(error) or "cpu" in str(error))
+            reason = str(error)
+            assert reason.strip() and (model.task in reason or "cpu" in reason or "time the baseline again" in reason)
             continue
         assert spec in list_variants(model)
         assert transformed.variant == spec and transformed.name == name and transformed.device == model.device
@@ -46,6 +49,13 @@ def test_every_variant_applies_or_says_why_not(tiny_models, name):
         with torch.inference_mode():
             output = transformed.forward(transformed.prepare_input(2, SEQ_LEN if model.is_text else None))
         assert compare_outputs(reference, output, model.task, transformed.tolerance)["accuracy_ok"], spec
+
+
+def test_attention_variant_matching_the_baseline_is_not_timed_twice(tiny_gpt2):
+    with pytest.raises(VariantNotApplicableError, match="already uses sdpa attention"):
+        apply_variant(tiny_gpt2, "sdpa")
+    eager_baseline = infopt.load_model("gpt2", size="tiny", attn_implementation="eager")
+    assert "sdpa" in list_variants(eager_baseline) and "eager-attention" not in list_variants(eager_baseline)
 
 
 def test_applicability_follows_task_and_device(tiny_gpt2, tiny_resnet):
