@@ -21,9 +21,8 @@ import torch
 
 from .devices import synchronize
 from .errors import InvalidInputError
-from .generation import run_generation_sweep  # noqa: F401 - re-exported: the public home of sweeps
 from .memtrack import measure_peak_memory, release_memory
-from .models.transformers_models import DEFAULT_SEQ_LEN
+from .models.base import DEFAULT_SEQ_LEN
 from .results import numeric_columns
 from .timing import TimingConfig, describe_failure, measure, thread_count
 
@@ -154,6 +153,15 @@ def cold_start(name: str, device: str | torch.device = "cpu", size: str = "full"
     return {"model": name, "device": str(model.device), "size": size, "variant": model.variant,
             "weights": model.weights, "batch_size": 1, "seq_len": seq_len, "load_s": load_s,
             "first_call_ms": calls_ms[0], "second_call_ms": calls_ms[1]}
+
+
+def __getattr__(name: str):
+    """``infopt.benchmark.run_generation_sweep`` is re-exported lazily: it needs transformers, vision runs do not."""
+    if name == "run_generation_sweep":
+        from .generation import run_generation_sweep
+
+        return run_generation_sweep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["BENCHMARK_COLUMNS", "benchmark_point", "cold_start", "run_batch_sweep", "run_generation_sweep"]

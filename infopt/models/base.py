@@ -19,6 +19,9 @@ from ..errors import InvalidInputError
 
 Inputs = dict[str, torch.Tensor]
 
+#: Sequence length text models run at when none is given.
+DEFAULT_SEQ_LEN = 128
+
 
 class ModelWrapper:
     """Common behaviour; subclasses set the class attributes and ``build``."""

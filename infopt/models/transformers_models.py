@@ -12,10 +12,8 @@ from transformers import DistilBertConfig, DistilBertModel, GPT2Config, GPT2LMHe
 
 from ..determinism import seed_everything
 from ..errors import InvalidInputError
-from .base import Inputs, ModelWrapper
+from .base import DEFAULT_SEQ_LEN, Inputs, ModelWrapper
 from .weights import load_hf_pretrained
-
-DEFAULT_SEQ_LEN = 128
 
 
 class TextModel(ModelWrapper):
