@@ -24,7 +24,7 @@ from .errors import InvalidInputError
 from .memtrack import measure_peak_memory, release_memory
 from .models.base import DEFAULT_SEQ_LEN
 from .results import numeric_columns
-from .timing import TimingConfig, describe_failure, measure, thread_count
+from .timing import TimingConfig, measure, recorded_failure, thread_count
 
 #: Columns of :func:`run_batch_sweep`, in order (``samples_ms`` holds the raw per-call latencies).
 BENCHMARK_COLUMNS = (
@@ -79,27 +79,23 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
     row = _empty_row(model, batch_size, _seq_len_used(model, seq_len), "ok")
     inputs = None
     try:
-        inputs = model.prepare_input(batch_size, seq_len)
-        measurement = measure(lambda: model.forward(inputs), model.device, timing)
-        summary = measurement.stats()
-        row.update({column: summary[key] for key, column in _STAT_COLUMNS.items()})
-        mean_s = summary["mean"] / 1e3
-        tokens = model.tokens_per_batch(inputs)
-        row.update(
-            n_samples=summary["n"], converged=measurement.converged, samples_ms=measurement.samples_ms,
-            throughput_items_per_s=model.items_per_batch(inputs) / mean_s,
-            tokens_per_s=None if tokens is None else tokens / mean_s,
-            warmup_calls=measurement.warmup_calls, warmup_stable=measurement.warmup_stable,
-            stop_reason=measurement.stop_reason, timer=measurement.timer, num_threads=measurement.num_threads,
-        )
-        if measure_memory:
-            with thread_count(timing.num_threads):
-                row.update(measure_peak_memory(lambda: model.forward(inputs), model.device, calls=MEMORY_CALLS))
-    except InvalidInputError:
-        raise
-    except Exception as error:  # noqa: BLE001 - one failing point must not stop the sweep
-        status, message = describe_failure(error)
-        row.update(status=status, error=message)
+        with recorded_failure(row):
+            inputs = model.prepare_input(batch_size, seq_len)
+            measurement = measure(lambda: model.forward(inputs), model.device, timing)
+            summary = measurement.stats()
+            row.update({column: summary[key] for key, column in _STAT_COLUMNS.items()})
+            mean_s = summary["mean"] / 1e3
+            tokens = model.tokens_per_batch(inputs)
+            row.update(
+                n_samples=summary["n"], converged=measurement.converged, samples_ms=measurement.samples_ms,
+                throughput_items_per_s=model.items_per_batch(inputs) / mean_s,
+                tokens_per_s=None if tokens is None else tokens / mean_s,
+                warmup_calls=measurement.warmup_calls, warmup_stable=measurement.warmup_stable,
+                stop_reason=measurement.stop_reason, timer=measurement.timer, num_threads=measurement.num_threads,
+            )
+            if measure_memory:
+                with thread_count(timing.num_threads):
+                    row.update(measure_peak_memory(lambda: model.forward(inputs), model.device, calls=MEMORY_CALLS))
     finally:
         del inputs
         release_memory(model.device, thorough=row["status"] != "ok")

@@ -34,7 +34,7 @@ from .devices import device_kind, synchronize
 from .errors import InvalidInputError
 from .memtrack import measure_peak_memory, release_memory
 from .results import numeric_columns
-from .timing import describe_failure, gc_paused, thread_count
+from .timing import gc_paused, recorded_failure, thread_count
 
 GENERATION_COLUMNS = (
     "model", "device", "variant", "batch_size", "prompt_len", "new_tokens", "use_cache", "status", "error",
@@ -144,36 +144,32 @@ def generation_point(model, batch_size: int, prompt_len: int, new_tokens: int = 
                ttft_samples_ms=[], e2e_samples_ms=[], tpot_samples_ms=[])
     inputs = None
     try:
-        inputs = model.prepare_input(batch_size, prompt_len)
-        runs = []
-        with thread_count(num_threads) as threads, torch.inference_mode(), gc_paused():
-            for index in range(warmup + repeats):
-                run = generate_once(model, inputs, new_tokens, use_cache)
-                if index >= warmup:
-                    runs.append(run)
-        ttft = [run["ttft_ms"] for run in runs]
-        e2e = [run["e2e_ms"] for run in runs]
-        tpot = [gap for run in runs for gap in run["tpot_ms"]]
-        summary = stats.summarize(tpot)
-        row.update(
-            repeats=repeats, num_threads=threads, ttft_ms=float(np.median(ttft)), ttft_min_ms=min(ttft),
-            ttft_max_ms=max(ttft), tpot_mean_ms=summary["mean"], tpot_std_ms=summary["std"],
-            tpot_p50_ms=summary["p50"], tpot_p90_ms=summary["p90"], tpot_p99_ms=summary["p99"],
-            tpot_ci_low_ms=summary["ci_low"], tpot_ci_high_ms=summary["ci_high"],
-            decode_tokens_per_s=batch_size * 1000.0 / summary["mean"],
-            prefill_tokens_per_s=batch_size * prompt_len * 1000.0 / float(np.median(ttft)),
-            e2e_ms=float(np.median(e2e)), ttft_samples_ms=ttft, e2e_samples_ms=e2e, tpot_samples_ms=tpot,
-        )
-        if measure_memory:
-            with thread_count(num_threads):
-                row.update({key: value for key, value in measure_peak_memory(
-                    lambda: generate_once(model, inputs, new_tokens, use_cache), model.device, calls=1).items()
-                    if key in GENERATION_COLUMNS})
-    except InvalidInputError:
-        raise
-    except Exception as error:  # noqa: BLE001 - one failing point must not stop the sweep
-        status, message = describe_failure(error)
-        row.update(status=status, error=message)
+        with recorded_failure(row):
+            inputs = model.prepare_input(batch_size, prompt_len)
+            runs = []
+            with thread_count(num_threads) as threads, torch.inference_mode(), gc_paused():
+                for index in range(warmup + repeats):
+                    run = generate_once(model, inputs, new_tokens, use_cache)
+                    if index >= warmup:
+                        runs.append(run)
+            ttft = [run["ttft_ms"] for run in runs]
+            e2e = [run["e2e_ms"] for run in runs]
+            tpot = [gap for run in runs for gap in run["tpot_ms"]]
+            summary = stats.summarize(tpot)
+            row.update(
+                repeats=repeats, num_threads=threads, ttft_ms=float(np.median(ttft)), ttft_min_ms=min(ttft),
+                ttft_max_ms=max(ttft), tpot_mean_ms=summary["mean"], tpot_std_ms=summary["std"],
+                tpot_p50_ms=summary["p50"], tpot_p90_ms=summary["p90"], tpot_p99_ms=summary["p99"],
+                tpot_ci_low_ms=summary["ci_low"], tpot_ci_high_ms=summary["ci_high"],
+                decode_tokens_per_s=batch_size * 1000.0 / summary["mean"],
+                prefill_tokens_per_s=batch_size * prompt_len * 1000.0 / float(np.median(ttft)),
+                e2e_ms=float(np.median(e2e)), ttft_samples_ms=ttft, e2e_samples_ms=e2e, tpot_samples_ms=tpot,
+            )
+            if measure_memory:
+                with thread_count(num_threads):
+                    row.update({key: value for key, value in measure_peak_memory(
+                        lambda: generate_once(model, inputs, new_tokens, use_cache), model.device, calls=1).items()
+                        if key in GENERATION_COLUMNS})
     finally:
         del inputs
         release_memory(model.device, thorough=row["status"] != "ok")

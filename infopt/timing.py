@@ -150,23 +150,25 @@ class CudaTimer:
 
 
 class MpsTimer:
-    """Host clock with ``torch.mps.synchronize()`` before each read."""
+    """Host clock with ``torch.mps.synchronize()`` before each read.
+
+    Each timed call ends with a synchronize, so the next call's start is also
+    synchronized: one extra sync before the block completes the rule.
+    """
 
     name = "mps-sync-perf_counter_ns"
 
     def __init__(self, device: torch.device):
         self.device = device
+        self._host = CpuTimer(device)
 
     def run_block(self, fn: Callable[[], object], calls: int) -> list[float]:
-        clock = time.perf_counter_ns
-        durations = [0] * calls
-        for i in range(calls):
-            torch.mps.synchronize()
-            start = clock()
+        def synchronized_call() -> None:
             fn()
             torch.mps.synchronize()
-            durations[i] = clock() - start
-        return [d / 1e6 for d in durations]
+
+        torch.mps.synchronize()
+        return self._host.run_block(synchronized_call, calls)
 
 
 _TIMERS = {"cpu": CpuTimer, "cuda": CudaTimer, "mps": MpsTimer}
@@ -252,6 +254,20 @@ def describe_failure(error: BaseException) -> tuple[str, str]:
     lines = str(error).strip().splitlines()
     message = f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")[:500]
     return ("oom" if is_out_of_memory(error) else "error"), message
+
+
+@contextlib.contextmanager
+def recorded_failure(row: dict) -> Iterator[None]:
+    """Run one sweep point; an exception becomes ``row["status"]`` (``"oom"``/``"error"``) and ``row["error"]``.
+
+    Invalid input is the caller's mistake rather than a failed point, so it propagates.
+    """
+    try:
+        yield
+    except InvalidInputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - one failing point must not stop the sweep
+        row["status"], row["error"] = describe_failure(error)
 
 
 # -- the loop ---------------------------------------------------------------------
