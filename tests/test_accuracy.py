@@ -94,14 +94,21 @@ def test_shape_mismatch_raises(logits):
         compare_outputs(logits, logits[:2])
 
 
-def test_default_tolerances_by_precision_and_device(monkeypatch):
+def test_default_tolerances_by_precision_and_device():
     from infopt.accuracy import TF32_TOLERANCE, tolerance_for
 
     assert tolerance_for("cpu", reduced_precision=True) is REDUCED_TOLERANCE
     assert tolerance_for("cpu", reduced_precision=False) is FP32_TOLERANCE
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert tolerance_for("cuda", reduced_precision=False) is TF32_TOLERANCE    # the reference itself is TF32
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert tolerance_for("cuda", reduced_precision=False) is FP32_TOLERANCE
+    # The TF32 switches are properties of torch's backend modules, not plain attributes, so
+    # monkeypatch cannot always undo them: read and restore them directly instead.
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert tolerance_for("cuda", reduced_precision=False) is TF32_TOLERANCE    # the reference itself is TF32
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert tolerance_for("cuda", reduced_precision=False) is FP32_TOLERANCE
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved
     assert FP32_TOLERANCE.max_rel_error < TF32_TOLERANCE.max_rel_error < REDUCED_TOLERANCE.max_rel_error
