@@ -38,9 +38,7 @@ import torch
 
 from .devices import device_kind
 from .errors import InvalidInputError
-
-#: Tasks whose output rows are class / next-token logits (argmax is a decision).
-ARGMAX_TASKS = {"vision": "top-1 class", "causal-lm": "next-token argmax"}
+from .models.base import ARGMAX_TASKS  # tasks whose output rows are logits (argmax is a decision)
 
 
 @dataclass(frozen=True)
@@ -155,4 +153,75 @@ def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor, task: str 
     )
     result["accuracy_metric"] = METRIC_DEFINITION
     result["tolerance"] = criteria
+    return result
+
+
+# -- generation ------------------------------------------------------------------
+GENERATION_METRIC_DEFINITION = (
+    "greedy continuation vs the fp32 eager reference on the same prompts: first_divergence = first generated "
+    "position (0-based) where any batch row differs (new_tokens if none); identical_token_share = share of "
+    "generated (row, position) tokens equal to the reference's; prefill_rel_error = rel_error of the prompt's "
+    "logits"
+)
+
+
+def compare_generation(reference_ids: torch.Tensor, candidate_ids: torch.Tensor, prompt_len: int, *,
+                       reference_scores: list[torch.Tensor] | None = None,
+                       reference_prefill: torch.Tensor | None = None, candidate_prefill: torch.Tensor | None = None,
+                       tolerance: Tolerance = REDUCED_TOLERANCE) -> dict:
+    """Greedy continuation agreement with the reference, and the prefill logits' error (flat dict).
+
+    Tolerance, stated in ``generation_tolerance``: the prefill logits pass
+    :func:`compare_outputs` under ``tolerance``, and no row diverges at a step
+    where the reference was *confident*: its top-1 logit led the token the
+    candidate chose by more than ``2 x max_rel_error x`` the step's logit-row
+    norm (the confident-row rule of :func:`compare_outputs`). A divergence
+    after a near-tie is allowed (any rounding may flip it, and from there the
+    two continuations see different contexts); one after a clear lead is a
+    failure. ``reference_scores`` are the reference's per-step logits
+    (``generate(output_scores=True)``); without them every divergence fails.
+    """
+    if reference_ids.shape != candidate_ids.shape:
+        raise InvalidInputError(f"Cannot compare generations of different shapes: reference "
+                                f"{tuple(reference_ids.shape)}, candidate {tuple(candidate_ids.shape)}.")
+    if not 0 <= prompt_len < reference_ids.shape[1]:
+        raise InvalidInputError(f"prompt_len {prompt_len} leaves no generated tokens in sequences of length "
+                                f"{reference_ids.shape[1]}.")
+    ref = reference_ids[:, prompt_len:].cpu()
+    cand = candidate_ids[:, prompt_len:].cpu()
+    new_tokens = ref.shape[1]
+    same = ref == cand
+    differs = ~same
+    first_per_row = [int(row.nonzero()[0]) if row.any() else None for row in differs]
+    divergences = [pos for pos in first_per_row if pos is not None]
+    confident_divergence = False
+    for row, pos in enumerate(first_per_row):
+        if pos is None:
+            continue
+        if reference_scores is None:
+            confident_divergence = True
+            break
+        scores = reference_scores[pos][row].detach().to("cpu", torch.float64)
+        margin = float(scores[ref[row, pos]] - scores[cand[row, pos]])
+        if margin > 2 * tolerance.max_rel_error * float(scores.norm()):
+            confident_divergence = True
+    result = {
+        "first_divergence": min(divergences) if divergences else new_tokens,
+        "identical_token_share": float(same.double().mean()),
+        "rows_diverged": len(divergences),
+        "confident_divergence": confident_divergence,
+        "prefill_rel_error": math.nan, "prefill_cosine_similarity": math.nan,
+    }
+    prefill_ok = True
+    criteria = "no divergence where the reference's top-1 led the chosen token by > 2 x "\
+               f"{tolerance.max_rel_error:g} x logit-row norm"
+    if reference_prefill is not None and candidate_prefill is not None:
+        prefill = compare_outputs(reference_prefill, candidate_prefill, "causal-lm", tolerance)
+        result["prefill_rel_error"] = prefill["rel_error"]
+        result["prefill_cosine_similarity"] = prefill["cosine_similarity"]
+        prefill_ok = prefill["accuracy_ok"]
+        criteria = f"prefill logits: {prefill['tolerance']}; continuation: {criteria}"
+    result["generation_accuracy_ok"] = bool(prefill_ok and not confident_divergence)
+    result["generation_tolerance"] = criteria
+    result["generation_metric"] = GENERATION_METRIC_DEFINITION
     return result

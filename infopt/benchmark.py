@@ -6,6 +6,9 @@ memory tracking never perturbs latency. A point that runs out of memory is
 recorded as ``status="oom"`` (larger batch sizes are ``"skipped"``); any other
 failure is ``status="error"`` with its message; the sweep always goes on.
 
+``interference`` / ``interference_detail``: whether other processes used the
+machine while the point was timed (:mod:`infopt.interference`).
+
 Definitions: latencies are per forward call of the whole batch (ms);
 ``throughput_items_per_s = batch_size / mean latency``; ``tokens_per_s`` (text
 models) ``= batch_size * seq_len / mean latency``.
@@ -20,16 +23,16 @@ import pandas as pd
 import torch
 
 from .devices import synchronize
-from .errors import InvalidInputError
 from .memtrack import measure_peak_memory, release_memory
-from .models.base import DEFAULT_SEQ_LEN
+from .presets import DEFAULT_BATCH_SIZES
 from .results import numeric_columns
+from .sweep import Point, check_batch_sizes, run_points
 from .timing import TimingConfig, measure, recorded_failure, thread_count
 
 #: Columns of :func:`run_batch_sweep`, in order (``samples_ms`` holds the raw per-call latencies).
 BENCHMARK_COLUMNS = (
     "model", "device", "variant", "batch_size", "seq_len", "status", "error", "n_samples", "converged",
-    "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
+    "interference", "interference_detail", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_max_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_iqr_ms", "latency_cv",
     "throughput_items_per_s", "tokens_per_s", "peak_memory_mb", "activation_memory_mb", "baseline_memory_mb",
     "peak_reserved_mb", "memory_method", "warmup_calls", "warmup_stable", "stop_reason", "timer", "num_threads",
@@ -43,28 +46,11 @@ _STAT_COLUMNS = {"mean": "latency_mean_ms", "std": "latency_std_ms", "min": "lat
 MEMORY_CALLS = 3
 
 
-def _empty_row(model, batch_size: int, seq_len: int | None, status: str, error: str | None = None) -> dict:
+def empty_row(point: Point, status: str, error: str | None = None) -> dict:
+    """A :data:`BENCHMARK_COLUMNS` row for ``point`` with nothing measured yet."""
     row = dict.fromkeys(BENCHMARK_COLUMNS)
-    row.update(model=model.name, device=str(model.device), variant=model.variant, batch_size=batch_size,
-               seq_len=seq_len, status=status, error=error, n_samples=0, converged=False, samples_ms=[])
+    row.update(point.identity(), status=status, error=error, n_samples=0, converged=False, samples_ms=[])
     return row
-
-
-def _seq_len_used(model, seq_len: int | None) -> int | None:
-    """The sequence length a text model runs at (its default when ``None``); ``None`` for vision."""
-    if not model.is_text:
-        return None
-    return DEFAULT_SEQ_LEN if seq_len is None else seq_len
-
-
-def _check_batch_sizes(batch_sizes: Iterable[int]) -> list[int]:
-    sizes = list(batch_sizes)
-    if not sizes:
-        raise InvalidInputError("batch_sizes must list at least one batch size.")
-    for size in sizes:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidInputError(f"Batch sizes must be integers of at least 1, got {size!r}.")
-    return sorted(set(sizes))
 
 
 def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timing: TimingConfig | None = None,
@@ -76,7 +62,7 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
     """
     timing = timing or TimingConfig()
     started = time.perf_counter()
-    row = _empty_row(model, batch_size, _seq_len_used(model, seq_len), "ok")
+    row = empty_row(Point.of(model, batch_size, seq_len), "ok")
     inputs = None
     try:
         with recorded_failure(row):
@@ -88,6 +74,7 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
             tokens = model.tokens_per_batch(inputs)
             row.update(
                 n_samples=summary["n"], converged=measurement.converged, samples_ms=measurement.samples_ms,
+                interference=measurement.interference, interference_detail=measurement.interference_detail,
                 throughput_items_per_s=model.items_per_batch(inputs) / mean_s,
                 tokens_per_s=None if tokens is None else tokens / mean_s,
                 warmup_calls=measurement.warmup_calls, warmup_stable=measurement.warmup_stable,
@@ -103,22 +90,14 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
     return row
 
 
-def run_batch_sweep(model, batch_sizes: Iterable[int] = (1, 4, 8, 16), seq_len: int | None = None, *,
+def run_batch_sweep(model, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, seq_len: int | None = None, *,
                     timing: TimingConfig | None = None, measure_memory: bool = True) -> pd.DataFrame:
     """One row per batch size (ascending); after an out-of-memory point, larger sizes are ``skipped``."""
-    sizes = _check_batch_sizes(batch_sizes)
+    sizes = check_batch_sizes(batch_sizes)
     model.prepare_input(1, seq_len)  # validate seq_len before anything runs
-    rows = []
-    oom_at = None
-    for size in sizes:
-        if oom_at is not None:
-            rows.append(_empty_row(model, size, _seq_len_used(model, seq_len), "skipped",
-                                   f"skipped: batch size {oom_at} already ran out of memory"))
-            continue
-        row = benchmark_point(model, size, seq_len, timing=timing, measure_memory=measure_memory)
-        if row["status"] == "oom":
-            oom_at = size
-        rows.append(row)
+    points = [Point.of(model, size, seq_len) for size in sizes]
+    rows = run_points(points, lambda point: benchmark_point(model, point.batch_size, seq_len, timing=timing,
+                                                            measure_memory=measure_memory), empty_row)
     return numeric_columns(pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS)))
 
 
@@ -160,4 +139,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BENCHMARK_COLUMNS", "benchmark_point", "cold_start", "run_batch_sweep", "run_generation_sweep"]
+__all__ = ["BENCHMARK_COLUMNS", "benchmark_point", "empty_row", "cold_start", "run_batch_sweep", "run_generation_sweep"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,13 +32,15 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from . import stats
 from .devices import device_kind, synchronize
 from .errors import InvalidInputError
+from .interference import watch
 from .memtrack import measure_peak_memory, release_memory
 from .results import numeric_columns
+from .sweep import Point, check_batch_sizes, check_positive_ints, run_points
 from .timing import gc_paused, recorded_failure, thread_count
 
 GENERATION_COLUMNS = (
     "model", "device", "variant", "batch_size", "prompt_len", "new_tokens", "use_cache", "status", "error",
-    "repeats", "ttft_ms", "ttft_min_ms", "ttft_max_ms", "tpot_mean_ms", "tpot_std_ms", "tpot_p50_ms", "tpot_p90_ms",
+    "interference", "interference_detail", "repeats", "ttft_ms", "ttft_min_ms", "ttft_max_ms", "tpot_mean_ms", "tpot_std_ms", "tpot_p50_ms", "tpot_p90_ms",
     "tpot_p99_ms", "tpot_ci_low_ms", "tpot_ci_high_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "e2e_ms",
     "peak_memory_mb", "activation_memory_mb", "memory_method", "num_threads", "wall_time_s",
     "ttft_samples_ms", "e2e_samples_ms", "tpot_samples_ms",
@@ -103,21 +105,11 @@ def generate_once(model, inputs: dict, new_tokens: int, use_cache: bool = True) 
     return {"ttft_ms": steps[0], "tpot_ms": np.diff(steps).tolist(), "e2e_ms": times[-1]}
 
 
-def _check_positive_ints(values: Iterable[int], what: str) -> list[int]:
-    items = list(values)
-    if not items:
-        raise InvalidInputError(f"{what} must list at least one value.")
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise InvalidInputError(f"{what} must be integers of at least 1, got {item!r}.")
-    return sorted(set(items))
-
-
 def _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use_cache, repeats):
     if not getattr(model, "is_causal_lm", False):
         raise InvalidInputError(f"Generation needs a causal language model; {model.name} is not one.")
-    prompts = _check_positive_ints(prompt_lengths, "prompt_lengths")
-    batches = _check_positive_ints(batch_sizes, "batch_sizes")
+    prompts = check_positive_ints(prompt_lengths, "prompt_lengths")
+    batches = check_batch_sizes(batch_sizes)
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 2:
         raise InvalidInputError(f"new_tokens must be an integer of at least 2 (one prefill and one decode step), "
                                 f"got {new_tokens!r}.")
@@ -133,21 +125,35 @@ def _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use
     return prompts, batches, list(dict.fromkeys(caches))
 
 
+def _point(model, batch_size: int, prompt_len: int, new_tokens: int, use_cache: bool) -> Point:
+    """A generation point: the prompt length is its sequence length; cache setting and output length are settings."""
+    return Point(model=model.name, variant=model.variant, device=str(model.device), batch_size=batch_size,
+                 seq_len=prompt_len, settings=(("new_tokens", new_tokens), ("use_cache", use_cache)))
+
+
+def empty_generation_row(point: Point, status: str, error: str | None = None) -> dict:
+    """A :data:`GENERATION_COLUMNS` row for ``point`` with nothing measured yet."""
+    settings = dict(point.settings)
+    row = dict.fromkeys(GENERATION_COLUMNS)
+    row.update(model=point.model, device=point.device, variant=point.variant, batch_size=point.batch_size,
+               prompt_len=point.seq_len, new_tokens=settings["new_tokens"], use_cache=settings["use_cache"],
+               status=status, error=error, repeats=0, ttft_samples_ms=[], e2e_samples_ms=[], tpot_samples_ms=[])
+    return row
+
+
 def generation_point(model, batch_size: int, prompt_len: int, new_tokens: int = 64, use_cache: bool = True, *,
                      repeats: int = 3, warmup: int = 1, num_threads: int | None = None,
                      measure_memory: bool = True) -> dict:
     """Measure one (batch size, prompt length, cache setting): one row of :data:`GENERATION_COLUMNS`."""
     started = time.perf_counter()
-    row = dict.fromkeys(GENERATION_COLUMNS)
-    row.update(model=model.name, device=str(model.device), variant=model.variant, batch_size=batch_size,
-               prompt_len=prompt_len, new_tokens=new_tokens, use_cache=use_cache, status="ok", repeats=0,
-               ttft_samples_ms=[], e2e_samples_ms=[], tpot_samples_ms=[])
+    row = empty_generation_row(_point(model, batch_size, prompt_len, new_tokens, use_cache), "ok")
     inputs = None
     try:
         with recorded_failure(row):
             inputs = model.prepare_input(batch_size, prompt_len)
             runs = []
-            with thread_count(num_threads) as threads, torch.inference_mode(), gc_paused():
+            with thread_count(num_threads) as threads, torch.inference_mode(), gc_paused(), \
+                    watch(model.device) as window:
                 for index in range(warmup + repeats):
                     run = generate_once(model, inputs, new_tokens, use_cache)
                     if index >= warmup:
@@ -156,6 +162,7 @@ def generation_point(model, batch_size: int, prompt_len: int, new_tokens: int = 
             e2e = [run["e2e_ms"] for run in runs]
             tpot = [gap for run in runs for gap in run["tpot_ms"]]
             summary = stats.summarize(tpot)
+            row.update(window.result.columns())
             row.update(
                 repeats=repeats, num_threads=threads, ttft_ms=float(np.median(ttft)), ttft_min_ms=min(ttft),
                 ttft_max_ms=max(ttft), tpot_mean_ms=summary["mean"], tpot_std_ms=summary["std"],
@@ -189,23 +196,16 @@ def run_generation_sweep(model, prompt_lengths: Sequence[int] = (32, 128, 512), 
     """
     prompts, batches, caches = _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use_cache,
                                                         repeats)
-    rows = []
-    for cache in caches:
-        ooms: list[tuple[int, int]] = []
-        for batch_size, prompt_len in itertools.product(batches, prompts):
-            if any(batch_size >= b and prompt_len >= p for b, p in ooms):
-                row = dict.fromkeys(GENERATION_COLUMNS)
-                row.update(model=model.name, device=str(model.device), variant=model.variant, batch_size=batch_size,
-                           prompt_len=prompt_len, new_tokens=new_tokens, use_cache=cache, status="skipped",
-                           error="skipped: a smaller point already ran out of memory", repeats=0,
-                           ttft_samples_ms=[], e2e_samples_ms=[], tpot_samples_ms=[])
-                rows.append(row)
-                continue
-            row = generation_point(model, batch_size, prompt_len, new_tokens, cache, repeats=repeats, warmup=warmup,
-                                   num_threads=num_threads, measure_memory=measure_memory)
-            if row["status"] == "oom":
-                ooms.append((batch_size, prompt_len))
-            rows.append(row)
+    points = [_point(model, batch_size, prompt_len, new_tokens, cache)
+              for cache in caches for batch_size, prompt_len in itertools.product(batches, prompts)]
+
+    def measure_point(point: Point) -> dict:
+        settings = dict(point.settings)
+        return generation_point(model, point.batch_size, point.seq_len, new_tokens, settings["use_cache"],
+                                repeats=repeats, warmup=warmup, num_threads=num_threads,
+                                measure_memory=measure_memory)
+
+    rows = run_points(points, measure_point, empty_generation_row)
     return numeric_columns(pd.DataFrame(rows, columns=list(GENERATION_COLUMNS)))
 
 

@@ -28,8 +28,9 @@ from .devices import device_kind, synchronize
 from .errors import InvalidInputError
 from .memtrack import MIB, MpsAllocatedSampler, RssSampler, measure_peak_memory, release_memory
 from .opcount import ModuleScopes
-from .profiling import resolved_seq_len
-from .timing import describe_failure
+from .presets import DEFAULT_BATCH_SIZES
+from .sweep import Point, check_batch_sizes, resolve_seq_len, run_points
+from .timing import recorded_failure
 
 KV_ANALYTIC_DEFINITION = "2 (keys and values) x layers x batch x cached sequence length x hidden size x bytes per element"
 
@@ -106,51 +107,54 @@ def _prefill(model, inputs: dict):
 
 # --------------------------------------------------------------------------- peak vs batch
 
-def memory_vs_batch(model, batch_sizes=(1, 4, 8, 16), seq_len: int | None = None, *, calls: int = 2) -> pd.DataFrame:
+def memory_vs_batch(model, batch_sizes=DEFAULT_BATCH_SIZES, seq_len: int | None = None, *, calls: int = 2) -> pd.DataFrame:
     """Peak memory per batch size, split into weights, KV cache and activations + workspace.
 
     Causal LMs are measured on a generation prefill (``use_cache=True``), so
-    the KV cache is part of the peak; other models on their forward. A batch
-    size that runs out of memory is recorded (``status="oom"``) and larger ones
-    are ``skipped``; any other error is recorded and the sweep goes on.
+    the KV cache is part of the peak; other models on their forward. Failures
+    follow :func:`infopt.sweep.run_points` (an out-of-memory point is
+    ``status="oom"`` and larger ones are ``skipped``; invalid input raises).
+    ``activation_workspace_mb`` is floored at 0 (``activation_workspace_floored``
+    says where): on CPU the sampled resident-set increase can be smaller than
+    the KV cache it contains, and a negative size would be meaningless.
     """
-    sizes = [model._check_batch_size(b) for b in batch_sizes]
+    sizes = check_batch_sizes(batch_sizes)
+    model.prepare_input(1, seq_len)  # validate seq_len before anything runs
     weights_mb = model.weight_bytes() / MIB
     causal = getattr(model, "is_causal_lm", False)
-    rows, out_of_memory = [], False
-    for batch_size in sizes:
-        row = {"model": model.name, "device": str(model.device), "variant": model.variant,
-               "batch_size": batch_size, "seq_len": resolved_seq_len(model, seq_len),
-               "measured_pass": "prefill (use_cache=True)" if causal else "forward",
-               "status": "ok", "error": None, "weights_mb": weights_mb, "kv_cache_mb": 0.0 if causal else None,
-               "activation_workspace_mb": None, "peak_memory_mb": None, "baseline_memory_mb": None,
-               "peak_reserved_mb": None, "memory_method": None}
-        if out_of_memory:
-            rows.append({**row, "status": "skipped", "error": "a smaller batch size ran out of memory"})
-            continue
+
+    def empty_row(point: Point, status: str, error: str | None = None) -> dict:
+        return {**point.identity(), "measured_pass": "prefill (use_cache=True)" if causal else "forward",
+                "status": status, "error": error, "weights_mb": weights_mb, "kv_cache_mb": 0.0 if causal else None,
+                "activation_workspace_mb": None, "activation_workspace_floored": None, "peak_memory_mb": None,
+                "baseline_memory_mb": None, "peak_reserved_mb": None, "memory_method": None}
+
+    def measure_point(point: Point) -> dict:
+        row = empty_row(point, "ok")
         try:
-            inputs = model.prepare_input(batch_size, seq_len)
-            run = (lambda: _prefill(model, inputs)) if causal else (lambda: model.forward(inputs))
-            measured = measure_peak_memory(run, model.device, calls=calls)
-            kv_mb = 0.0
-            if causal:
-                with torch.inference_mode():
-                    kv_mb = cache_bytes(output_cache(run()))["storage_bytes"] / MIB
-            row.update(measured)
-            row.pop("activation_memory_mb", None)
-            row["kv_cache_mb"] = kv_mb if causal else None
-            row["activation_workspace_mb"] = measured["activation_memory_mb"] - kv_mb
-        except Exception as error:  # recorded per point, the sweep goes on
-            row["status"], row["error"] = describe_failure(error)
-            out_of_memory = row["status"] == "oom"
+            with recorded_failure(row):
+                inputs = model.prepare_input(point.batch_size, seq_len)
+                run = (lambda: _prefill(model, inputs)) if causal else (lambda: model.forward(inputs))
+                measured = measure_peak_memory(run, model.device, calls=calls)
+                kv_mb = 0.0
+                if causal:
+                    with torch.inference_mode():
+                        kv_mb = cache_bytes(output_cache(run()))["storage_bytes"] / MIB
+                row.update({key: value for key, value in measured.items() if key != "activation_memory_mb"})
+                row["kv_cache_mb"] = kv_mb if causal else None
+                activations = measured["activation_memory_mb"] - kv_mb
+                row["activation_workspace_floored"] = activations < 0
+                row["activation_workspace_mb"] = max(activations, 0.0)
         finally:
             release_memory(model.device)
-        rows.append(row)
-    table = pd.DataFrame(rows)
+        return row
+
+    table = pd.DataFrame(run_points([Point.of(model, size, seq_len) for size in sizes], measure_point, empty_row))
     table.attrs["definitions"] = {
         "weights_mb": "parameter and buffer bytes (exact)",
         "kv_cache_mb": "storage bytes of the past_key_values tensors returned by the prefill (causal LMs)",
-        "activation_workspace_mb": "measured peak increase over the level before the pass, minus kv_cache_mb; "
+        "activation_workspace_mb": "measured peak increase over the level before the pass, minus kv_cache_mb, "
+                                   "floored at 0 (activation_workspace_floored=True where the floor applied); "
                                    "CPU: resident set size sampled every ms (includes allocator caching)",
     }
     return table
@@ -233,7 +237,7 @@ def memory_timeline(model, batch_size: int, seq_len: int | None = None, *, out_d
         model.forward(inputs)
     synchronize(model.device)
     release_memory(model.device)
-    attrs: dict = {"batch_size": batch_size, "seq_len": resolved_seq_len(model, seq_len),
+    attrs: dict = {"batch_size": batch_size, "seq_len": resolve_seq_len(model, seq_len),
                    "module_events": [], "snapshot_path": None}
     if kind == "cuda":
         table, attrs["snapshot_path"] = _cuda_timeline(model, inputs, Path(out_dir) if out_dir else None)
@@ -276,7 +280,7 @@ def kv_cache_sweep(model, batch_size: int = 1, prompt_len: int = 32, new_tokens:
     that ``model.module.generate`` returns for the same lengths.
     """
     _require_causal_lm(model, "kv_cache_sweep")
-    model._check_batch_size(batch_size)
+    check_batch_sizes([batch_size])
     if new_tokens < 1:
         raise InvalidInputError(f"new_tokens must be at least 1, got {new_tokens!r}.")
     model.check_seq_len(prompt_len + new_tokens)

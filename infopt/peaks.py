@@ -5,6 +5,11 @@ current thread count):
 
 - matrix-product FLOP/s per dtype: square ``torch.mm`` on random data (several
   sizes on CPU), best of several timed runs after warm-up (2 x n^3 FLOPs);
+- convolution FLOP/s per dtype: 3x3 and 1x1 stride-1 ``conv2d`` of ResNet-stage
+  shapes, channels-last and contiguous (nominal FLOPs). The compute peak of a
+  dtype (``peaks["compute"]``, what the roofline uses) is the best of the two
+  families, with the winning kernel named: a roof that a model's own kernels
+  beat is not a roof (issue #18);
 - copy bandwidth: ``dst.copy_(src)`` over buffers at least four times the
   last-level cache, counting the bytes read plus the bytes written
   (2 x buffer size per copy), best of several runs after warm-up.
@@ -36,11 +41,17 @@ import torch
 from .devices import device_kind, resolve_device, synchronize
 from .env import cpu_max_mhz, cpu_model
 from .errors import InvalidInputError
+from .interference import watch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-MATMUL_DEFINITION = ("best of several timed torch.mm runs after warm-up (per size: at least 5 runs and 0.6 s; quick: 3 "
-                     "and 0.2 s) on random square matrices, over the sizes tried; FLOPs = 2 x n^3")
+MATMUL_DEFINITION = ("best of several timed torch.mm runs after warm-up (per size: at least 5 runs and 0.4 s; quick: 3 "
+                     "and 0.1 s, smaller sizes) on random square matrices, over the sizes tried; FLOPs = 2 x n^3")
+CONV_DEFINITION = ("best of several timed stride-1 conv2d runs after warm-up (per shape: at least 5 runs and 0.4 s; "
+                   "quick: 3 and 0.1 s, smaller shapes), 3x3 and 1x1 kernels of ResNet-stage shapes, channels-last "
+                   "and contiguous; nominal FLOPs = 2 x N x C_out x H x W x C_in x k x k")
+COMPUTE_DEFINITION = ("measured compute peak per dtype = the best of the kernel families models run (matmul, "
+                      "conv 3x3/1x1 in both memory formats); 'kernel' names the one that set it")
 BANDWIDTH_DEFINITION = ("best of several timed dst.copy_(src) runs after warm-up (at least 7 runs and 0.5 s; quick: 3 "
                         "and 0.2 s), buffers >= 4x the last-level cache; bytes = bytes read + bytes written "
                         "(2 x buffer size)")
@@ -268,9 +279,15 @@ def _dtype_supported(kind: str, dtype: torch.dtype) -> tuple[bool, str]:
 
 def _matmul_sizes(kind: str, quick: bool) -> tuple[int, ...]:
     """Square sizes to try. On CPU several: a busy (shared) machine lets short products run undisturbed
-    more often than long ones, and the best of them is what the kernels can reach."""
-    sizes = {"cpu": ((512, 1024, 2048), (512, 1024, 2048)), "cuda": ((4096,), (8192,)), "mps": ((2048,), (4096,))}
+    more often than long ones, and the best of them is what the kernels can reach. Quick mode uses
+    smaller ones (a lower, faster estimate: tests only)."""
+    sizes = {"cpu": ((256, 512), (512, 1024, 2048)), "cuda": ((4096,), (8192,)), "mps": ((2048,), (4096,))}
     return sizes[kind][0 if quick else 1]
+
+
+def _effort(quick: bool) -> dict:
+    """Warm-up, minimum runs and minimum timed seconds per kernel shape."""
+    return {"warmup": 1, "runs": 3, "min_time_s": 0.1} if quick else {"warmup": 3, "runs": 5, "min_time_s": 0.4}
 
 
 def measure_matmul(device: torch.device, dtype: torch.dtype, quick: bool = False) -> dict:
@@ -286,8 +303,7 @@ def measure_matmul(device: torch.device, dtype: torch.dtype, quick: bool = False
         a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
         b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
         out = torch.empty(n, n, device=device, dtype=dtype)
-        best, times = _best_seconds(lambda: torch.mm(a, b, out=out), device, warmup=1 if quick else 3,
-                                    runs=3 if quick else 5, repeats=repeats, min_time_s=0.2 if quick else 0.6)
+        best, times = _best_seconds(lambda: torch.mm(a, b, out=out), device, repeats=repeats, **_effort(quick))
         flops = 2 * n**3
         by_size[n] = {"runs": len(times), "best_ms": best * 1e3, "best_flops_per_s": flops / best,
                       "median_flops_per_s": flops / sorted(times)[len(times) // 2]}
@@ -296,6 +312,67 @@ def measure_matmul(device: torch.device, dtype: torch.dtype, quick: bool = False
     return {"status": "ok", "size": size, "calls_per_run": repeats,
             "measured_flops_per_s": by_size[size]["best_flops_per_s"],
             "median_flops_per_s": by_size[size]["median_flops_per_s"], "by_size": by_size}
+
+
+# (kernel, in channels, out channels, height = width) at the batch of _conv_batch: the 3x3 and 1x1
+# convolutions of ResNet-style stages (e.g. resnet50 layer2/layer3), large enough to saturate the cores.
+_CONV_SHAPES = {
+    False: ((3, 128, 128, 28), (3, 256, 256, 14), (1, 1024, 256, 14), (1, 256, 1024, 14)),
+    True: ((3, 64, 64, 28), (1, 256, 64, 28)),
+}
+
+
+def _conv_batch(kind: str, quick: bool) -> int:
+    return {"cpu": (2, 8), "cuda": (32, 64), "mps": (8, 16)}[kind][0 if quick else 1]
+
+
+def measure_conv(device: torch.device, dtype: torch.dtype, quick: bool = False) -> dict:
+    """Measured FLOP/s of 3x3 and 1x1 stride-1 convolutions, channels-last and contiguous (best per kernel).
+
+    FLOPs are nominal (2 x N x C_out x H x W x C_in x k x k), as :mod:`infopt.flops` counts them; a
+    kernel using a reduced-FLOP algorithm (Winograd, FFT) would show above that count's true rate.
+    """
+    kind = device_kind(device)
+    supported, reason = _dtype_supported(kind, dtype)
+    if not supported:
+        return {"status": "unsupported", "reason": reason}
+    generator = torch.Generator().manual_seed(0)
+    repeats = 1 if kind == "cpu" else (3 if quick else 10)
+    batch = _conv_batch(kind, quick)
+    by_kernel = {}
+    for k, c_in, c_out, size in _CONV_SHAPES[quick]:
+        for memory_format, label in ((torch.channels_last, "channels_last"), (torch.contiguous_format, "contiguous")):
+            x = torch.randn(batch, c_in, size, size, generator=generator).to(device=device, dtype=dtype)
+            w = torch.randn(c_out, c_in, k, k, generator=generator).to(device=device, dtype=dtype)
+            x, w = x.contiguous(memory_format=memory_format), w.contiguous(memory_format=memory_format)
+            with torch.inference_mode():
+                best, times = _best_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=k // 2), device,
+                                            repeats=repeats, **_effort(quick))
+            flops = 2 * batch * c_out * size * size * c_in * k * k
+            name = f"conv{k}x{k} {label} {c_in}->{c_out} ch {size}x{size} batch {batch}"
+            by_kernel[name] = {"runs": len(times), "best_ms": best * 1e3, "best_flops_per_s": flops / best,
+                               "median_flops_per_s": flops / sorted(times)[len(times) // 2], "flops": flops}
+            del x, w
+    kernel = max(by_kernel, key=lambda k: by_kernel[k]["best_flops_per_s"])
+    return {"status": "ok", "kernel": kernel, "calls_per_run": repeats,
+            "measured_flops_per_s": by_kernel[kernel]["best_flops_per_s"],
+            "median_flops_per_s": by_kernel[kernel]["median_flops_per_s"], "by_kernel": by_kernel}
+
+
+def best_compute(matmul: dict, conv: dict) -> dict:
+    """The measured compute peak of one dtype: the faster of the matmul and convolution families, named."""
+    candidates = []
+    if matmul.get("status") == "ok":
+        candidates.append(("matmul", f"matmul {matmul['size']}x{matmul['size']}", matmul))
+    if conv.get("status") == "ok":
+        candidates.append(("conv", conv["kernel"], conv))
+    if not candidates:
+        entry = matmul if matmul.get("status") != "ok" else conv
+        return {"status": entry.get("status", "error"), "reason": entry.get("reason", "no kernel family measured")}
+    family, kernel, entry = max(candidates, key=lambda c: c[2]["measured_flops_per_s"])
+    return {"status": "ok", "family": family, "kernel": kernel,
+            "measured_flops_per_s": entry["measured_flops_per_s"], "median_flops_per_s": entry["median_flops_per_s"],
+            "by_family": {f: e["measured_flops_per_s"] for f, _, e in candidates}}
 
 
 def measure_copy_bandwidth(device: torch.device, quick: bool = False) -> dict:
@@ -344,12 +421,19 @@ def device_peaks(device: str | torch.device = "cpu", dtypes=None, quick: bool = 
         theoretical = {"flops_per_s": {n: None for n in DTYPES}, "bandwidth_bytes_per_s": None,
                        "source": "not derivable for Apple GPUs from what torch reports", "assumptions": []}
         name = "Apple MPS"
-    matmul = {}
+    matmul, conv, compute = {}, {}, {}
     for dtype in names:
-        try:
-            matmul[dtype] = measure_matmul(device, DTYPES[dtype], quick)
-        except Exception as error:  # one dtype failing must not hide the others
-            matmul[dtype] = {"status": "error", "reason": f"{type(error).__name__}: {error}"}
+        for family, measure, store in (("matmul", measure_matmul, matmul), ("conv", measure_conv, conv)):
+            try:
+                with watch(device) as window:  # interference: other processes busy while this was timed
+                    store[dtype] = measure(device, DTYPES[dtype], quick)
+                store[dtype].update(window.result.columns())
+            except Exception as error:  # one dtype or family failing must not hide the others
+                store[dtype] = {"status": "error", "reason": f"{family}: {type(error).__name__}: {error}"}
+        compute[dtype] = best_compute(matmul[dtype], conv[dtype])
+    with watch(device) as window:
+        bandwidth = measure_copy_bandwidth(device, quick)
+    bandwidth.update(window.result.columns())
     return {
         "device": str(device),
         "device_kind": kind,
@@ -357,9 +441,13 @@ def device_peaks(device: str | torch.device = "cpu", dtypes=None, quick: bool = 
         "quick": quick,
         "torch_threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "compute": compute,
+        "compute_definition": COMPUTE_DEFINITION,
         "matmul": matmul,
         "matmul_definition": MATMUL_DEFINITION,
-        "bandwidth": measure_copy_bandwidth(device, quick),
+        "conv": conv,
+        "conv_definition": CONV_DEFINITION,
+        "bandwidth": bandwidth,
         "theoretical": theoretical,
     }
 
@@ -368,7 +456,8 @@ def peak_flops(peaks: dict, dtype: torch.dtype | str = "float32", source: str = 
     """Peak FLOP/s for ``dtype`` from a :func:`device_peaks` dict (``source``: measured | theoretical)."""
     name = dtype_name(dtype)
     if source == "measured":
-        entry = peaks.get("matmul", {}).get(name, {})
+        # "compute" (best kernel family) since issue #18; older files hold only "matmul"
+        entry = peaks.get("compute", peaks.get("matmul", {})).get(name, {})
         return entry.get("measured_flops_per_s") if entry.get("status") == "ok" else None
     if source == "theoretical":
         return peaks.get("theoretical", {}).get("flops_per_s", {}).get(name)
@@ -387,10 +476,11 @@ def peak_bandwidth(peaks: dict, source: str = "measured") -> float | None:
 def peaks_table(peaks: dict) -> pd.DataFrame:
     """One row per quantity: measured, theoretical and measured / theoretical."""
     rows = []
-    for name, entry in peaks["matmul"].items():
+    for name, entry in peaks.get("compute", peaks["matmul"]).items():
         measured, theoretical = peak_flops(peaks, name, "measured"), peak_flops(peaks, name, "theoretical")
-        rows.append({"quantity": f"matmul {name}", "unit": "FLOP/s", "measured": measured,
-                     "theoretical": theoretical, "status": entry.get("status"), "note": entry.get("reason", "")})
+        rows.append({"quantity": f"compute {name}", "unit": "FLOP/s", "measured": measured,
+                     "theoretical": theoretical, "status": entry.get("status"),
+                     "note": entry.get("kernel") or entry.get("reason", "")})
     rows.append({"quantity": "copy bandwidth", "unit": "bytes/s", "measured": peak_bandwidth(peaks, "measured"),
                  "theoretical": peak_bandwidth(peaks, "theoretical"), "status": "ok", "note": ""})
     table = pd.DataFrame(rows)

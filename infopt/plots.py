@@ -2,55 +2,81 @@
 
 Every builder takes the tidy DataFrame another module produced (benchmark,
 profiling, roofline, memory, variants) and returns a ``plotly`` Figure; nothing
-here measures anything. Two delivery paths:
+here measures anything. Delivery, with plotly.js stored once per run instead of
+once per notebook (4.8 MB each):
 
-* :func:`use_notebook_renderer` makes ``fig.show()`` emit BOTH the Plotly MIME
-  bundle (what JupyterLab renders) and a ``text/html`` div (what
-  ``jupyter nbconvert --to html`` keeps), with plotly.js embedded once per
-  notebook and no CDN reference, so charts appear offline in either place.
-  Papermill's default renderer stores only the MIME bundle, which HTML export
-  drops, hence the deliberate choice.
+* :func:`use_notebook_renderer` makes ``fig.show()`` emit only the Plotly JSON
+  MIME bundle: JupyterLab draws it (the ``jupyterlab-plotly`` extension ships
+  with plotly), and :mod:`infopt.htmlexport` turns it into a chart div when a
+  notebook is exported to HTML, with one ``<script src>`` to the run's shared
+  ``plotly.min.js``.
 * :func:`save_chart` writes a standalone HTML file per chart into a ``charts/``
-  folder that holds one shared ``plotly.min.js`` (``include_plotlyjs="directory"``).
+  folder, referencing the same shared ``plotly.min.js`` by a relative path.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.io._base_renderers import NotebookRenderer
 
 from .errors import InvalidInputError
 
-RENDERER_NAME = "infopt_offline"
-NOTEBOOK_RENDERER = f"plotly_mimetype+{RENDERER_NAME}"
+#: The renderer the notebooks use: Plotly JSON only (no plotly.js copy in the .ipynb).
+NOTEBOOK_RENDERER = "plotly_mimetype"
+PLOTLY_JS = "plotly.min.js"
 _TEMPLATE = "plotly_white"
-
-
-class OfflineNotebookRenderer(NotebookRenderer):
-    """The classic-notebook HTML renderer without its MathJax CDN script.
-
-    ``activate()`` (inherited) displays plotly.js once per kernel; each figure
-    is then a plain ``<div>`` plus a call to ``Plotly.newPlot``.
-    """
-
-    def to_mimebundle(self, fig_dict):
-        html = pio.to_html(fig_dict, config=self.config, include_plotlyjs=False, include_mathjax=False,
-                           full_html=False, default_width="100%", default_height=480, validate=False)
-        return {"text/html": html}
-
-
-pio.renderers[RENDERER_NAME] = OfflineNotebookRenderer()
+#: Folders holding one of these are a run root: the shared plotly.min.js is written there.
+_RUN_MARKERS = ("run.json", PLOTLY_JS)
 
 
 def use_notebook_renderer() -> str:
-    """Show figures as Plotly JSON (JupyterLab) + offline HTML (nbconvert); call once per notebook."""
+    """Show figures as Plotly JSON only (JupyterLab draws it; the HTML export adds the chart div)."""
     if pio.renderers.default != NOTEBOOK_RENDERER:
         pio.renderers.default = NOTEBOOK_RENDERER
     return NOTEBOOK_RENDERER
+
+
+def shared_plotly_js(start: str | Path, levels: int = 4) -> Path:
+    """Where the plotly.js shared by everything written under ``start`` lives.
+
+    The nearest of ``start`` and its ``levels`` parents that holds ``run.json``
+    (or already a ``plotly.min.js``) is the run root; without one, ``start`` itself.
+    """
+    folder = Path(start).resolve()
+    for candidate in [folder, *folder.parents][:levels + 1]:
+        if any((candidate / marker).is_file() for marker in _RUN_MARKERS):
+            return candidate / PLOTLY_JS
+    return folder / PLOTLY_JS
+
+
+def write_plotly_js(path: str | Path) -> Path:
+    """Write plotly.js (this plotly's version) to ``path`` unless the same file is already there."""
+    from plotly.offline import get_plotlyjs
+
+    from .results import atomic_path
+
+    path = Path(path)
+    text = get_plotlyjs()
+    if not path.is_file() or path.stat().st_size != len(text.encode("utf-8")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+    return path
+
+
+def relative_src(script: Path, page_folder: Path) -> str:
+    """The ``src`` of ``script`` seen from a page in ``page_folder`` (forward slashes, works from file://)."""
+    return Path(os.path.relpath(Path(script).resolve(), Path(page_folder).resolve())).as_posix()
+
+
+def figure_div(fig, height: int = 480) -> str:
+    """A chart as an HTML ``<div>`` + ``Plotly.newPlot`` call, without plotly.js or MathJax (page loads it once)."""
+    return pio.to_html(fig, include_plotlyjs=False, include_mathjax=False, full_html=False,
+                       default_width="100%", default_height=height, validate=False)
 
 
 def _slug(name: str) -> str:
@@ -60,15 +86,17 @@ def _slug(name: str) -> str:
     return safe
 
 
-def save_chart(fig: go.Figure, charts_dir: str | Path, name: str) -> Path:
-    """Write ``charts_dir/<name>.html``; plotly.js is written once per folder as ``plotly.min.js``.
+def save_chart(fig: go.Figure, charts_dir: str | Path, name: str, plotly_js: str | Path | None = None) -> Path:
+    """Write ``charts_dir/<name>.html`` that loads the run's one shared plotly.js by a relative path.
 
-    The file opens with no network (the script is a relative file next to it).
+    ``plotly_js`` defaults to :func:`shared_plotly_js` of the chart folder; the
+    file is written there once. The page opens with no network.
     """
     folder = Path(charts_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    script = write_plotly_js(plotly_js or shared_plotly_js(folder))
     path = folder / f"{_slug(name)}.html"
-    fig.write_html(str(path), include_plotlyjs="directory", include_mathjax=False, full_html=True)
+    fig.write_html(str(path), include_plotlyjs=relative_src(script, folder), include_mathjax=False, full_html=True)
     return path
 
 
@@ -119,6 +147,16 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_x=False, log_y=Fa
     return fig
 
 
+def measured_ticks(fig: go.Figure, values, *, axis: str = "x") -> go.Figure:
+    """Ticks at exactly the measured values (batch sizes, prompt lengths): none in between, no minor labels."""
+    ticks = sorted({v.item() if hasattr(v, "item") else v for v in pd.Series(list(values)).dropna()})
+    if ticks:
+        fig.update_layout({f"{axis}axis": {"tickmode": "array", "tickvals": ticks,
+                                           "ticktext": [f"{v:g}" if isinstance(v, float) else str(v) for v in ticks],
+                                           "minor": {"showgrid": False, "ticks": ""}}})
+    return fig
+
+
 # -- benchmark ----------------------------------------------------------------
 
 def latency_percentiles(df: pd.DataFrame, title: str = "Latency percentiles vs batch size") -> go.Figure:
@@ -140,7 +178,7 @@ def latency_percentiles(df: pd.DataFrame, title: str = "Latency percentiles vs b
             if column in part:
                 fig.add_trace(go.Scatter(x=part["batch_size"], y=part[column], mode="lines+markers",
                                          name=f"{label} {pct}", line={"dash": dash}))
-    return _layout(fig, title, "batch size", "latency per call (ms)", log_x=True)
+    return measured_ticks(_layout(fig, title, "batch size", "latency per call (ms)", log_x=True), data["batch_size"])
 
 
 def throughput(df: pd.DataFrame, title: str = "Throughput vs batch size") -> go.Figure:
@@ -153,7 +191,7 @@ def throughput(df: pd.DataFrame, title: str = "Throughput vs batch size") -> go.
     for label, part in data.groupby("series", sort=False):
         fig.add_trace(go.Scatter(x=part["batch_size"], y=part["throughput_items_per_s"], mode="lines+markers",
                                  name=label))
-    return _layout(fig, title, "batch size", "throughput (samples/s)", log_x=True)
+    return measured_ticks(_layout(fig, title, "batch size", "throughput (samples/s)", log_x=True), data["batch_size"])
 
 
 def latency_distribution(df: pd.DataFrame, title: str = "Latency distribution per batch size") -> go.Figure:
@@ -189,7 +227,8 @@ def generation_latency(df: pd.DataFrame, title: str = "Time to first token and p
             error_y={"type": "data", "symmetric": False, "array": part["tpot_p90_ms"] - part["tpot_p50_ms"],
                      "arrayminus": [0] * len(part)},
         ))
-    return _layout(fig, title, "prompt length (tokens)", "latency (ms)", log_x=True, log_y=True)
+    return measured_ticks(_layout(fig, title, "prompt length (tokens)", "latency (ms)", log_x=True, log_y=True),
+                          data["prompt_len"])
 
 
 # -- profile ------------------------------------------------------------------
@@ -331,7 +370,8 @@ def kv_cache(df: pd.DataFrame, title: str = "KV cache size: measured vs analytic
     loop = df[df["source"] != "generate()"] if "source" in df else df
     fig = lines(loop, "cache_seq_len", {"measured_mb": "measured (cache tensors)", "analytic_mb": "analytic"},
                 title=title, x_label="cached sequence length (tokens)", y_label="KV cache (MB)")
-    fig.data[-1].line.dash = "dash"
+    if fig.data:  # an empty chart (no rows) has no analytic trace to dash
+        fig.data[-1].line.dash = "dash"
     if "source" in df and (df["source"] == "generate()").any():
         final = df[df["source"] == "generate()"]
         fig.add_trace(go.Scatter(x=final["cache_seq_len"], y=final["measured_mb"], mode="markers",
@@ -357,29 +397,54 @@ def lines(df: pd.DataFrame, x: str, ys: dict[str, str], *, title: str, x_label: 
 
 def speedup_vs_accuracy(df: pd.DataFrame, *, error_col: str = "rel_error",
                         title: str = "Speedup vs accuracy error per variant") -> go.Figure:
-    """Speedup over eager fp32 (with CI) against the output error; failing variants drawn as crosses."""
+    """Speedup over eager fp32 (with CI) against the output error: one panel per batch size, one colour per variant.
+
+    Variant names are in the legend and the hover text, never as point labels
+    (20+ variants stay readable). Circles passed the accuracy guard, crosses
+    failed it, diamonds were not checked (no ``accuracy_ok`` column or value).
+    """
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
     data = _ok(df)
     if data.empty or "speedup_vs_baseline" not in data:
         return _empty(title, "no successful variant rows")
     data = data.assign(plot_error=data[error_col].clip(lower=1e-12) if error_col in data else 1e-12)
-    fig = go.Figure()
-    for batch, part in data.groupby("batch_size"):
-        for passed, symbol in ((True, "circle"), (False, "x")):
-            sub = part[part["accuracy_ok"].fillna(False).astype(bool) == passed] if "accuracy_ok" in part else part
+    if "accuracy_ok" in data:
+        verdict = data["accuracy_ok"].map(lambda v: "not checked" if pd.isna(v) else ("ok" if bool(v) else "FAILED"))
+    else:
+        verdict = pd.Series("not checked", index=data.index)
+    data = data.assign(verdict=verdict, series=_series_label(data, ("run", "model", "device", "variant")))
+    batches = sorted(data["batch_size"].unique().tolist()) if "batch_size" in data else [None]
+    fig = make_subplots(rows=1, cols=len(batches), shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=[f"batch {b}" for b in batches] if batches != [None] else None)
+    palette = qualitative.Dark24 + qualitative.Light24
+    symbols = {"ok": "circle", "FAILED": "x", "not checked": "diamond"}
+    has_ci = {"speedup_ci_low", "speedup_ci_high"} <= set(data.columns)
+    for index, (label, part) in enumerate(data.groupby("series", sort=True)):
+        for col, batch in enumerate(batches, start=1):
+            sub = part if batch is None else part[part["batch_size"] == batch]
             if sub.empty:
                 continue
             fig.add_trace(go.Scatter(
-                x=sub["plot_error"], y=sub["speedup_vs_baseline"], mode="markers+text", text=sub["variant"],
-                textposition="top center", name=f"batch {batch}, accuracy {'ok' if passed else 'FAILED'}",
-                marker={"symbol": symbol, "size": 11},
+                x=sub["plot_error"], y=sub["speedup_vs_baseline"], mode="markers", name=label,
+                legendgroup=label, showlegend=not any(t.legendgroup == label for t in fig.data),
+                marker={"symbol": [symbols[v] for v in sub["verdict"]], "size": 11,
+                        "color": palette[index % len(palette)]},
+                customdata=sub[["verdict"]].assign(batch=batch).values,
+                hovertemplate=f"<b>{label}</b><br>batch %{{customdata[1]}}<br>speedup %{{y:.3g}}x<br>"
+                              f"{error_col} %{{x:.2g}}<br>accuracy %{{customdata[0]}}<extra></extra>",
                 error_y={"type": "data", "symmetric": False,
                          "array": sub["speedup_ci_high"] - sub["speedup_vs_baseline"],
-                         "arrayminus": sub["speedup_vs_baseline"] - sub["speedup_ci_low"]}
-                if {"speedup_ci_low", "speedup_ci_high"} <= set(sub.columns) else None,
-            ))
+                         "arrayminus": sub["speedup_vs_baseline"] - sub["speedup_ci_low"]} if has_ci else None,
+            ), row=1, col=col)
     fig.add_hline(y=1.0, line_dash="dot", annotation_text="baseline (eager fp32)")
-    return _layout(fig, title, f"{error_col.replace('_', ' ')} vs fp32 eager (log; 1e-12 = exact)",
-                   "speedup vs baseline (x)", log_x=True)
+    fig.update_xaxes(type="log")
+    fig.update_layout(title=title, template=_TEMPLATE, hovermode="closest", legend_title_text="variant",
+                      height=480 + 12 * max(0, data["series"].nunique() - 20))
+    fig.update_xaxes(title_text=f"{error_col.replace('_', ' ')} vs fp32 eager (log; 1e-12 = exact)", row=1, col=1)
+    fig.update_yaxes(title_text="speedup vs baseline (x)", row=1, col=1)
+    return fig
 
 
 # -- report (comparisons) -----------------------------------------------------
@@ -394,7 +459,8 @@ def compare(df: pd.DataFrame, x: str, y: str, *, title: str, x_label: str, y_lab
     fig = go.Figure()
     for label, part in data.groupby("series", sort=True):
         fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="lines+markers", name=label))
-    return _layout(fig, title, x_label, y_label, log_x=log_x, log_y=log_y)
+    fig = _layout(fig, title, x_label, y_label, log_x=log_x, log_y=log_y)
+    return measured_ticks(fig, data[x]) if pd.api.types.is_numeric_dtype(data[x]) else fig
 
 
 # -- interactive exploration --------------------------------------------------
@@ -434,10 +500,13 @@ def explore(df: pd.DataFrame, metrics=EXPLORE_METRICS):
                 sel = sel[sel[column].astype(str) == control.value]
         if batch.value:
             sel = sel[sel["batch_size"].isin(batch.value)]
-        # append_display_data, not "with out:": output capture can wait forever on a kernel with no frontend
-        out.outputs = ()
-        out.append_display_data(compare(sel, "batch_size", metric.value, title=str(metric.value),
-                                        x_label="batch size", y_label=str(metric.value)))
+        fig = compare(sel, "batch_size", metric.value, title=str(metric.value), x_label="batch size",
+                      y_label=str(metric.value))
+        # Inside the Output's context, so JupyterLab routes the display to it even from a widget callback;
+        # clear_output(wait=True) swaps the old chart for the new one without a flicker.
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
 
     for control in (model, device, variant, batch, metric):
         control.observe(redraw, names="value")

@@ -24,7 +24,6 @@ available there and is never shown.
 from __future__ import annotations
 
 import cProfile
-import json
 import os
 import pstats
 import time
@@ -40,6 +39,7 @@ from .devices import device_kind, synchronize
 from .errors import InvalidInputError
 from .opcount import ROOT_NAME, ModuleScopes, OpCounts, count_model, fill_uncalled_containers, module_table_skeleton
 from .results import atomic_path
+from .sweep import resolve_seq_len
 
 MODULE_PREFIX = "module::"
 
@@ -309,13 +309,6 @@ class _ModuleAnnotations:
             self.scopes.__exit__(*exc)
 
 
-def resolved_seq_len(model, seq_len: int | None) -> int | None:
-    """The sequence length a text model actually runs at (its default when ``None``); ``None`` for vision."""
-    if not model.is_text:
-        return None
-    return int(model.input_description(seq_len).get("seq_len", seq_len))
-
-
 def _check_schedule(wait: int, warmup: int, active: int) -> None:
     for name, value in (("wait", wait), ("warmup", warmup), ("active", active)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -410,7 +403,7 @@ def profile_model(model, batch_size: int, out_dir: str | os.PathLike | None, seq
         trace_path=trace_path,
         notes=notes,
         config={"model": model.name, "device": str(model.device), "variant": model.variant,
-                "batch_size": batch_size, "seq_len": resolved_seq_len(model, seq_len), "wait": wait,
+                "batch_size": batch_size, "seq_len": resolve_seq_len(model, seq_len), "wait": wait,
                 "warmup": warmup, "active": active, "record_memory": record_memory, "with_stack": with_stack,
                 "torch_threads": torch.get_num_threads()},
         counted_operator_times=_counted_operator_times(events, set(counts.operators["operator"]), steps, kind),
@@ -443,10 +436,3 @@ def python_hotspots(model, batch_size: int, seq_len: int | None = None, *, calls
                      "self_ms_per_forward": 1e3 * tottime / calls, "cumulative_ms_per_forward": 1e3 * cumtime / calls})
     table = pd.DataFrame(rows).sort_values("self_ms_per_forward", ascending=False, ignore_index=True)
     return table.head(top)
-
-
-def trace_is_valid(path: str | os.PathLike) -> bool:
-    """True if ``path`` is a Chrome trace JSON with a non-empty ``traceEvents`` list."""
-    with open(path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    return isinstance(data, dict) and isinstance(data.get("traceEvents"), list) and len(data["traceEvents"]) > 0

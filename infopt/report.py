@@ -8,7 +8,6 @@ machines can sit side by side; every gathered row is labelled with its ``run``
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import warnings
 from pathlib import Path
@@ -16,83 +15,29 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import InvalidInputError
-
-MANIFEST = "run.json"
-INTERACTIVE_ROOT = Path("..") / "results" / "interactive"
-
-
-def timestamp() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-
-
-def device_label(device: str) -> str:
-    """Folder/file label for a device name: ``cpu``, ``cuda`` or ``mps`` (``auto`` resolved, never replaced)."""
-    from .devices import choose_device, device_kind  # torch: only for notebooks that measure
-
-    return device_kind(choose_device(device).device)
-
-
-def output_folder(output_dir: str, model: str, device: str) -> Path:
-    """The folder a model notebook writes to, created empty.
-
-    ``output_dir=""`` (a notebook opened by hand) means a fresh
-    ``../results/interactive/<UTC timestamp>/<device>/<model>``, so re-running a
-    notebook never overwrites an earlier result; the runner passes its own folder.
-    """
-    folder = Path(output_dir) if output_dir else INTERACTIVE_ROOT / timestamp() / device_label(device) / model
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder.resolve()
-
-
-def report_folder(output_dir: str) -> Path:
-    """Where the report writes its charts: ``output_dir`` or a fresh ``../results/reports/<timestamp>``."""
-    folder = Path(output_dir) if output_dir else INTERACTIVE_ROOT.parent / "reports" / timestamp()
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder.resolve()
-
-
-def device_peaks_once(device, peaks_path: str = "", *, quick: bool = False) -> dict:
-    """Device peaks, measured at most once per run: read ``peaks_path`` if it exists, else measure and save it.
-
-    The peaks belong to the device, not the model, so the runner hands every
-    profile notebook of a run the same path. A file measured on another
-    device, or in the other (quick/full) mode, is refused rather than reused.
-    """
-    from .peaks import device_peaks
-    from .results import save_json
-
-    path = Path(peaks_path) if peaks_path else None
-    if path is not None and path.is_file():
-        peaks = json.loads(path.read_text())
-        if peaks.get("device") != str(device) or bool(peaks.get("quick")) != bool(quick):
-            raise InvalidInputError(f"{path} holds peaks of {peaks.get('device')} (quick={peaks.get('quick')}), "
-                                    f"not of {device} (quick={quick}).")
-        return peaks
-    peaks = device_peaks(device, quick=quick)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_json(peaks, path)
-    return peaks
+from .layout import MANIFEST_NAME, RunLayout
 
 
 # -- discovery -------------------------------------------------------------------
 
 def _manifests(results_dir: Path) -> dict[Path, dict]:
     found = {}
-    for path in sorted(results_dir.rglob(MANIFEST)):
+    for path in sorted(results_dir.rglob(MANIFEST_NAME)):
         try:
-            found[path.parent] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             warnings.warn(f"Skipping unreadable manifest {path}: {error}", stacklevel=3)
+            continue
+        if not isinstance(manifest, dict):
+            warnings.warn(f"Skipping manifest {path}: it is not a JSON object.", stacklevel=3)
+            continue
+        found[path.parent] = manifest
     return found
 
 
 def _run_dir(source: Path, manifests: dict[Path, dict]) -> Path:
     """The run a results file belongs to: the nearest folder with run.json, else ``<run>/<device>/<model>/file``."""
-    for parent in source.parents:
-        if parent in manifests:
-            return parent
-    return source.parent.parent.parent
+    return RunLayout.of_file(source, manifests).run_dir
 
 
 def _host_of_file(source: Path) -> str | None:
@@ -197,3 +142,84 @@ def recommendations(variants: pd.DataFrame) -> pd.DataFrame:
             frames.append(rec)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+
+
+# -- scope: which runs a report covers ------------------------------------------------
+
+QUICK_MARK = " (quick)"
+
+
+def _is_quick(manifest: dict | None, rows: pd.DataFrame | None = None) -> bool:
+    """A smoke run: ``settings.quick`` in its run.json, else tiny model sizes in its result rows."""
+    if manifest and "quick" in (manifest.get("settings") or {}):
+        return bool(manifest["settings"]["quick"])
+    if rows is not None and "size" in rows and len(rows):
+        return bool((rows["size"].astype(str) == "tiny").all())
+    return False
+
+
+class ReportScope:
+    """The runs one report covers: its own run by default, others only when listed.
+
+    Smoke (quick) runs are never mixed with full-size runs unless
+    ``include_quick`` is set; when they are shown their run label carries
+    :data:`QUICK_MARK`. Every table and frame the report shows goes through
+    :meth:`keep`, so nothing outside the scope leaks in.
+    """
+
+    def __init__(self, results_dir: str | Path, run_name: str = "", compare_runs=(), include_quick: bool = False):
+        self.results_dir = Path(results_dir).resolve()
+        if not self.results_dir.is_dir():
+            raise InvalidInputError(f"Results folder {self.results_dir} does not exist.")
+        manifests = {(str(d.relative_to(self.results_dir)) if d != self.results_dir else d.name): m
+                     for d, m in _manifests(self.results_dir).items()}
+        results = gather(self.results_dir, kind="results")
+        available = sorted(set(manifests) | (set(results["run"].dropna()) if len(results) else set()))
+        quick = {run: _is_quick(manifests.get(run), results[results["run"] == run] if len(results) else None)
+                 for run in available}
+        compare_runs = [str(r) for r in (compare_runs or [])]
+        if compare_runs == ["all"]:
+            compare_runs = [r for r in available if r != run_name]
+        for run in ([run_name] if run_name else []) + compare_runs:
+            if run not in available:
+                raise InvalidInputError(f"No run named {run!r} under {self.results_dir} "
+                                        f"(runs there: {', '.join(available) or 'none'}).")
+        wanted = ([run_name] + [r for r in compare_runs if r != run_name]) if run_name else available
+        reference = quick.get(run_name, False) if run_name else False
+        self.notes = []
+        if not include_quick:
+            left_out = [r for r in wanted if quick.get(r, False) != reference and r != run_name]
+            if left_out:
+                self.notes.append(f"Left out {', '.join(left_out)}: {'full-size' if reference else 'quick (smoke)'} "
+                                  "runs are not mixed with this one's; include_quick=True compares them.")
+            wanted = [r for r in wanted if r not in left_out]
+        self.run_name, self.runs = run_name, tuple(wanted)
+        self.quick = {r: quick.get(r, False) for r in wanted}
+        if any(self.quick.values()):
+            self.notes.append("Runs marked (quick) are smoke runs of tiny models: their numbers are not for reporting.")
+
+    def label(self, run: str) -> str:
+        return run + QUICK_MARK if self.quick.get(run) else run
+
+    def keep(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``frame`` (with a ``run`` column) inside the scope, quick runs labelled."""
+        if frame is None or frame.empty or "run" not in frame:
+            return frame
+        kept = frame[frame["run"].isin(self.runs)].copy()
+        kept["run"] = kept["run"].map(self.label)
+        return kept.reset_index(drop=True)
+
+    def gather(self, kind: str = "results") -> pd.DataFrame:
+        return self.keep(gather(self.results_dir, kind=kind))
+
+    def runs_table(self) -> pd.DataFrame:
+        return self.keep(runs(self.results_dir))
+
+    def environments(self) -> pd.DataFrame:
+        return self.keep(environments(self.results_dir))
+
+    def notebook_status(self) -> pd.DataFrame:
+        return self.keep(notebook_status(self.results_dir))
+
+    def __repr__(self) -> str:
+        return f"ReportScope({self.results_dir}, runs={list(self.runs)})"

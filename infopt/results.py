@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InfoptError
+from .layout import MANIFEST_NAME
 
 SCHEMA_VERSION = 1
 #: Every results JSON starts with this, which lets a tree scan reject foreign
@@ -77,11 +78,9 @@ def to_jsonable(value: Any) -> Any:
 
 
 # -- atomic writes ----------------------------------------------------------------
-def _default_file_mode() -> int:
-    """``0o666`` less the process umask: what ``open()`` would have given (mkstemp gives 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+#: Mode of every file written here: readable by all, writable by the owner (mkstemp alone gives 0600).
+#: Explicit, so writing never touches the process-wide umask (other threads may be creating files).
+FILE_MODE = 0o644
 
 
 @contextlib.contextmanager
@@ -89,7 +88,7 @@ def atomic_path(path: str | Path):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one rename.
 
     A crash or exception leaves the old file (or nothing) in place, never a
-    half-written one. Files get the usual permissions, not mkstemp's 0600.
+    half-written one. Files get :data:`FILE_MODE`, not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +96,7 @@ def atomic_path(path: str | Path):
     os.close(handle)
     try:
         yield Path(temp_name)
-        os.chmod(temp_name, _default_file_mode())
+        os.chmod(temp_name, FILE_MODE)
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -212,6 +211,21 @@ def _has_marker(head: str) -> bool:
 
 
 # -- loading ---------------------------------------------------------------------
+def _check_shape(path: Path, document: dict) -> None:
+    """Valid JSON of the wrong shape (``raw_samples: 5``, ``columns: 7``) is not a results file."""
+    if not all(isinstance(row, dict) for row in document["rows"]):
+        raise ResultsFormatError(f"{path}: 'rows' must be a list of objects.")
+    raw = document.get("raw_samples")
+    if raw is not None and not (isinstance(raw, list) and all(isinstance(entry, dict) for entry in raw)):
+        raise ResultsFormatError(f"{path}: 'raw_samples' must be a list of objects.")
+    columns = document.get("columns")
+    if columns is not None and not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+        raise ResultsFormatError(f"{path}: 'columns' must be a list of names.")
+    for key in ("config", "env"):
+        if document.get(key) is not None and not isinstance(document[key], dict):
+            raise ResultsFormatError(f"{path}: '{key}' must be an object.")
+
+
 def _read_json(path: Path) -> pd.DataFrame:
     with open(path, encoding="utf-8") as stream:
         if not _has_marker(stream.read(64)):
@@ -226,6 +240,7 @@ def _read_json(path: Path) -> pd.DataFrame:
     if document.get("schema_version") != SCHEMA_VERSION:
         raise ResultsFormatError(f"{path} has schema_version {document.get('schema_version')!r}, "
                                  f"this infopt reads {SCHEMA_VERSION}.")
+    _check_shape(path, document)
     frame = pd.DataFrame(document["rows"])
     raw = document.get("raw_samples") or []
     if raw:
@@ -252,9 +267,20 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not {"model", "device"} <= set(frame.columns):
         raise ResultsFormatError(f"{path} has no model/device columns, so it is not an infopt results CSV.")
     if "kind" not in frame.columns:
-        match = re.fullmatch(r".+?_.+?_(.+)", path.stem)
-        frame["kind"] = match.group(1) if match else None
+        frame["kind"] = _kind_from_stem(path.stem, frame)
     return frame
+
+
+def _kind_from_stem(stem: str, frame: pd.DataFrame) -> str | None:
+    """The kind in ``{model}_{device}_{kind}``, using the rows' model and device (names may hold ``_``)."""
+    if len(frame):
+        for device in (frame["device"].iloc[0], str(frame["device"].iloc[0]).split(":")[0]):
+            with contextlib.suppress(InfoptError):
+                prefix = f"{safe_name(frame['model'].iloc[0])}_{safe_name(device)}_"
+                if stem.startswith(prefix) and len(stem) > len(prefix):
+                    return stem[len(prefix):]
+    match = re.fullmatch(r".+?_.+?_(.+)", stem)
+    return match.group(1) if match else None
 
 
 def _read_one(path: Path) -> pd.DataFrame:
@@ -263,13 +289,30 @@ def _read_one(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _candidates(root: Path, kind: str | None) -> list[Path]:
+def _hidden(path: Path, root: Path) -> bool:
+    """Manifests, dot-named files (temporary writes) and dot-named folders (checkpoints, caches) are not results; a run
+    folder is a run whatever its name, so a dot-named folder holding a run manifest is not hidden."""
+    parts = path.relative_to(root).parts
+    if parts[-1].startswith(".") or parts[-1] == MANIFEST_NAME:
+        return True
+    folder = root
+    for part in parts[:-1]:
+        folder = folder / part
+        if part.startswith(".") and not (folder / MANIFEST_NAME).is_file():
+            return True
+    return False
+
+
+def _candidates(root: Path, kind: str | None) -> list[list[Path]]:
+    """Each result under ``root`` as the files to try in order: the JSON (it has the raw samples too), then the
+    CSV of the same stem, which holds the same rows and is read if the JSON is unreadable."""
     pattern = f"*_{safe_name(kind)}" if kind else "*"
     found = sorted(set(root.rglob(pattern + ".json")) | set(root.rglob(pattern + ".csv")))
-    found = [path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts)]
-    json_stems = {path.with_suffix("") for path in found if path.suffix == ".json"}
-    # A CSV next to its JSON holds the same rows: read the JSON (it has the raw samples too).
-    return [path for path in found if path.suffix == ".json" or path.with_suffix("") not in json_stems]
+    by_stem: dict[Path, list[Path]] = {}
+    for path in found:
+        if not _hidden(path, root):
+            by_stem.setdefault(path.with_suffix(""), []).append(path)
+    return [sorted(paths, key=lambda p: p.suffix != ".json") for _, paths in sorted(by_stem.items())]
 
 
 def load_results(path_or_dir: str | Path, kind: str | None = None) -> pd.DataFrame:
@@ -290,11 +333,16 @@ def load_results(path_or_dir: str | Path, kind: str | None = None) -> pd.DataFra
             frame = frame[frame["kind"] == kind]
         return frame.reset_index(drop=True)
     frames = []
-    for candidate in _candidates(path, kind):
-        try:
-            frame = _read_one(candidate)
-        except (ResultsFormatError, OSError, ValueError) as error:
-            warnings.warn(f"Skipping {candidate}: {error}", stacklevel=2)
+    for files in _candidates(path, kind):
+        frame = None
+        for candidate in files:
+            try:
+                frame = _read_one(candidate)
+                break
+            except (ResultsFormatError, OSError, ValueError, TypeError) as error:
+                fallback = " (reading the CSV of the same result instead)" if candidate is not files[-1] else ""
+                warnings.warn(f"Skipping {candidate}: {error}{fallback}", stacklevel=2)
+        if frame is None:
             continue
         if kind is not None:
             frame = frame[frame["kind"] == kind]

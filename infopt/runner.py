@@ -1,11 +1,8 @@
 """Headless execution of the lab's notebooks with papermill (``python run_notebooks.py``).
 
 One run = every selected notebook for every selected model on one device,
-then the report. Layout::
-
-    <output>/<run-name>/run.json                      manifest (atomic, updated after each notebook)
-    <output>/<run-name>/report.ipynb, report.html
-    <output>/<run-name>/<device>/<model>/<notebook>.ipynb, .html, {model}_{device}_*.csv|json, trace.json, charts/
+then the report, in the folders :class:`infopt.layout.RunLayout` defines, with
+the sizes of one :class:`infopt.presets.Preset` (recorded in ``run.json``).
 
 Everything a user can get wrong is checked before any kernel starts (one line
 on stderr, exit code 2). Notebooks run one after another (timing notebooks must
@@ -17,30 +14,35 @@ on; the exit code is then 1. Ctrl-C marks the manifest ``interrupted``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
-import functools
+import errno
 import json
+import logging
 import os
+import re
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import layout, presets
 from .devices import DEVICE_CHOICES, choose_device, device_kind
 from .errors import InfoptError, InvalidInputError
-from .models import check_model_name, list_models
+from .models import list_models, spec_folder_name, spec_help, validate_spec
+from .presets import MODEL_NOTEBOOKS, REPORT_NOTEBOOK
 
 REPO_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-MODEL_NOTEBOOKS = ("benchmark", "profile", "memory", "optimize")
-REPORT_NOTEBOOK = "report"
-MANIFEST = "run.json"
 SCHEMA_VERSION = 1
+PROG = "run_notebooks.py"
 KERNEL_NAME = "python3"
+#: Seconds the machine is watched before the first timing notebook (infopt.interference.check_machine).
+MACHINE_CHECK_S = 3.0
 
 #: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
 #: for the up-front estimate. Full size: from a measured default run on a 2-core AVX-512 CPU (2026-11-26),
-#: adjusted for the 8 s benchmark / 5 s variant caps on CPU (see model_parameters). GPUs are faster.
+#: adjusted for the 8 s benchmark / 5 s variant caps on CPU (presets.FULL_CPU). GPUs are faster.
 ESTIMATE_S = {
     "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "report": 10},
     "full": {
@@ -51,9 +53,6 @@ ESTIMATE_S = {
         "report": 12,
     },
 }
-#: Caps (seconds) on each timed point of a full CPU run, to keep the default run near 15 minutes.
-CPU_VARIANT_MAX_TIME_S = 5.0
-CPU_BENCHMARK_MAX_TIME_S = 8.0
 
 
 class RunnerError(InfoptError):
@@ -79,46 +78,119 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _param(text: str) -> tuple[str, object]:
+def _param(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` as (name, raw text); the value is converted once the notebook's declared type is known."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     name, raw = text.split("=", 1)
+    if not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE with a parameter name, got {text!r}")
+    return name.strip(), raw
+
+
+def _device_name(text: str) -> str:
+    """auto, cpu, cuda, cuda:N or mps (whether it exists is checked later, with the reason)."""
+    name = text.strip().lower()
+    if name in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(DEVICE_CHOICES)} or cuda:N)")
+
+
+#: Notebook parameters the runner sets itself, and the flag that sets each (None: the runner alone).
+RUNNER_PARAMETERS = {
+    "model": "--models", "device": "--device", "batch_sizes": "--batch-sizes", "quick": "--quick",
+    "size": "--quick", "output_dir": "--output and --run-name", "results_dir": "--output", "run_name": "--run-name",
+    "overwrite": "--resume", "peaks_path": None, "interactive": None,
+}
+#: Rules beyond the declared type, the same the named flags apply.
+_POSITIVE_INTS = {"seq_len", "batch_size", "timeline_batch_size", "active", "new_tokens", "kv_prompt_len",
+                  "kv_new_tokens"}
+_POSITIVE_INT_LISTS = {"prompt_lengths": False, "no_cache_prompt_lengths": True}  # name: may be empty
+_POSITIVE_NUMBERS = {"max_time_s"}
+_STRING_LISTS = {"variants"}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+               "list": "a JSON list", "dict": "a JSON object"}
+
+
+def check_param(name: str, raw: str, declared_type: str) -> object:
+    """The value of ``--param name=raw`` for a parameter declared as ``declared_type``; one sentence if wrong.
+
+    Parameters the runner sets are refused with a pointer to their flag; values must have the declared type
+    (JSON syntax: ``true``, ``[1, 2]``; a ``str`` parameter takes the text as is) and pass the same checks as
+    the named flags (sizes and lengths at least 1, time caps above 0).
+    """
+    if name in RUNNER_PARAMETERS:
+        flag = RUNNER_PARAMETERS[name]
+        raise InvalidInputError(f"--param {name} is set by the runner" + (f": use {flag} instead." if flag else
+                                ("; headless runs have no widgets." if name == "interactive" else ".")))
+    where = f"--param {name}={raw}"
+    if declared_type == "str":
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        return value if isinstance(value, str) else raw
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
-        value = raw
-    return name.strip(), value
+        raise InvalidInputError(f"{where}: expected {_TYPE_WORDS.get(declared_type, declared_type)} "
+                                f"(JSON syntax), got {raw!r}.") from None
+    python_type = {"int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict}.get(declared_type)
+    if python_type is not None and (not isinstance(value, python_type)
+                                    or (declared_type in ("int", "float") and isinstance(value, bool))):
+        raise InvalidInputError(f"{where}: expected {_TYPE_WORDS[declared_type]}, got {raw!r}.")
+    if declared_type == "float":
+        value = float(value)
+    if name in _POSITIVE_INTS and value < 1:
+        raise InvalidInputError(f"{where}: must be at least 1.")
+    if name in _POSITIVE_NUMBERS and not value > 0:
+        raise InvalidInputError(f"{where}: must be above 0.")
+    if name in _POSITIVE_INT_LISTS:
+        if not value and not _POSITIVE_INT_LISTS[name]:
+            raise InvalidInputError(f"{where}: must list at least one length.")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+            raise InvalidInputError(f"{where}: every entry must be an integer of at least 1.")
+    if name in _STRING_LISTS and not all(isinstance(v, str) and v.strip() for v in value):
+        raise InvalidInputError(f"{where}: every entry must be a non-empty string.")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
-        prog="run_notebooks.py",
+        prog=PROG,
         description="Execute the infopt notebooks headless for each model on one device, then the report.",
     )
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+    parser.add_argument("--device", default=None, type=_device_name, metavar="{auto,cpu,cuda,cuda:N,mps}",
                         help="device to measure on; auto = cuda, then mps, then cpu (default: auto)")
     parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
-                        help=f"models to run (default: all of {', '.join(list_models())})")
-    parser.add_argument("--notebooks", nargs="+", default=list(MODEL_NOTEBOOKS), metavar="NOTEBOOK",
+                        help=f"models to run: built-in names (default: all of {', '.join(list_models())}), "
+                             "torchvision:<name>, hf:<folder or cached hub id> or py:<module>:<function> "
+                             "(see --list and the README's 'Your own model')")
+    parser.add_argument("--notebooks", nargs="+", default=None, metavar="NOTEBOOK",
                         help=f"per-model notebooks to run (default: {' '.join(MODEL_NOTEBOOKS)}); the report always runs")
     parser.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=None, metavar="N",
-                        help="batch sizes to sweep (default: 1 4 8 16; --quick: 1 2 4)")
-    parser.add_argument("--quick", action="store_true",
+                        help=f"batch sizes to sweep (default: {' '.join(map(str, presets.FULL.batch_sizes))}; "
+                             f"--quick: {' '.join(map(str, presets.QUICK.batch_sizes))})")
+    parser.add_argument("--quick", action="store_true", default=None,
                         help="tiny model sizes and few timing iterations: a smoke run of the whole pipeline")
     parser.add_argument("--output", default="results", help="folder that holds the runs (default: results)")
     parser.add_argument("--run-name", default=None, help="run folder name (default: a UTC timestamp)")
     parser.add_argument("--timeout", type=_positive_int, default=None, metavar="SECONDS",
                         help="per-cell execution timeout in seconds (default: none)")
-    parser.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--html", action=argparse.BooleanOptionalAction, default=None,
                         help="also export every executed notebook to HTML (default: on)")
     parser.add_argument("--list", action="store_true",
                         help="list models, devices and notebook parameters, then exit")
     parser.add_argument("--resume", action="store_true",
-                        help="continue an existing run folder, skipping notebooks that already succeeded "
-                             "with the same parameters")
+                        help="continue an existing run folder with its recorded settings, skipping notebooks "
+                             "that already succeeded (other flags must match the run's settings or be left out)")
     parser.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
-                        help="extra notebook parameter (JSON value) passed to every notebook that declares it")
-    parser.add_argument("--notebook-dir", default=str(REPO_NOTEBOOKS), help=argparse.SUPPRESS)
+                        help="extra notebook parameter (JSON value, checked against its declared type) passed to "
+                             "every notebook that declares it; parameters with a flag of their own are refused")
+    parser.add_argument("--strict-quiet", action="store_true",
+                        help="refuse to measure (exit 2) when the machine check before the first timing notebook "
+                             "finds other processes busy (default: say so, record it in run.json, carry on)")
+    parser.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -155,6 +227,11 @@ class Plan:
     device_choice: dict
     settings: dict
     jobs: list[Job] = field(default_factory=list)
+    previous: dict | None = None  # the manifest of the run being resumed
+
+    @property
+    def layout(self) -> layout.RunLayout:
+        return layout.RunLayout(self.run_dir)
 
 
 def _utc_now() -> str:
@@ -162,7 +239,7 @@ def _utc_now() -> str:
 
 
 def default_run_name() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return layout.timestamp()
 
 
 def notebook_parameters(path: Path) -> dict:
@@ -172,38 +249,19 @@ def notebook_parameters(path: Path) -> dict:
     return papermill.inspect_notebook(str(path))
 
 
-def model_parameters(notebook: str, model: str, device: str, out_dir: Path, args) -> dict:
-    """What the runner passes to a per-model notebook (sizes chosen so a CPU run stays near 15 minutes)."""
-    quick = bool(args.quick)
-    batch_sizes = list(args.batch_sizes or ([1, 2, 4] if quick else [1, 4, 8, 16]))
-    one_batch = max([b for b in batch_sizes if b <= 8] or [min(batch_sizes)])
-    params = {"model": model, "device": device, "size": "tiny" if quick else "full", "quick": quick,
-              "output_dir": str(out_dir), "interactive": False}
-    if quick:
-        params["seq_len"] = 32
-    if notebook == "benchmark":
-        params["batch_sizes"] = batch_sizes
-        if quick:
-            params.update(prompt_lengths=[8, 32], no_cache_prompt_lengths=[8], new_tokens=8)
-        elif device_kind(device) == "cpu":  # without the cache every step recomputes the prompt: one length shows it
-            params.update(max_time_s=CPU_BENCHMARK_MAX_TIME_S, no_cache_prompt_lengths=[32])
-    elif notebook == "profile":
-        params.update(batch_size=one_batch, peaks_path=str(out_dir.parent / "device_peaks.json"))
-        if quick:
-            params["active"] = 1
-    elif notebook == "memory":
-        params.update(batch_sizes=batch_sizes, timeline_batch_size=one_batch)
-        if quick:
-            params.update(kv_prompt_len=8, kv_new_tokens=8)
-    elif notebook == "optimize":
-        params["batch_sizes"] = list(args.batch_sizes) if args.batch_sizes else ([4] if quick else [1, 8])
-        # torch.compile takes minutes per variant on a CPU: measured on GPUs by default, opt in on CPU
-        # with --param include_compile=true.
-        params["include_compile"] = not quick and device_kind(device) != "cpu"
-        if not quick and device_kind(device) == "cpu":
-            params["max_time_s"] = CPU_VARIANT_MAX_TIME_S
-        if quick:  # a few representative variants: the pipeline, not the search, is what --quick checks
-            params["variants"] = ["channels-last", "bf16", "int8-dynamic"]
+def run_preset(args, device: str) -> presets.Preset:
+    """The preset of this run (quick, full, or full with the CPU caps), with ``--batch-sizes`` applied."""
+    preset = presets.preset_for(bool(args.quick), device_kind(device))
+    return preset.with_batch_sizes(args.batch_sizes) if args.batch_sizes else preset
+
+
+def model_parameters(notebook: str, model: str, device: str, run: layout.RunLayout, preset: presets.Preset) -> dict:
+    """What the runner passes to a per-model notebook: the preset's sizes plus model, device and folders."""
+    label = device_kind(device)
+    params = {"model": model, "device": device, "output_dir": str(run.model_dir(label, model)), "interactive": False,
+              **preset.notebook_parameters(notebook)}
+    if notebook == "profile":
+        params["peaks_path"] = str(run.peaks_file(label))
     return params
 
 
@@ -212,12 +270,95 @@ def report_parameters(run_dir: Path, output_root: Path, args) -> dict:
             "interactive": False}
 
 
+#: Flags that make up a run's settings: argparse name -> (flag, manifest settings key, default).
+SETTING_FLAGS = {
+    "device": ("--device", "device", "auto"),
+    "models": ("--models", "models", None),
+    "notebooks": ("--notebooks", "notebooks", list(MODEL_NOTEBOOKS)),
+    "batch_sizes": ("--batch-sizes", "batch_sizes", None),
+    "quick": ("--quick", "quick", False),
+    "timeout": ("--timeout", "timeout_s", None),
+    "html": ("--html/--no-html", "html", True),
+    "notebook_dir": ("--notebook-dir", "notebook_dir", str(REPO_NOTEBOOKS)),
+}
+
+
+def read_manifest(path: Path) -> dict:
+    """A run's ``run.json`` for ``--resume``; anything but a manifest object is refused in one sentence."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunnerError(f"Cannot --resume: {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunnerError(f"Cannot --resume: {path} is not readable JSON ({error}).") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) \
+            or not isinstance(data.get("notebooks", []), list):
+        raise RunnerError(f"Cannot --resume: {path} is not a run manifest (expected a JSON object with 'settings').")
+    return data
+
+
+def _same_setting(name: str, given, recorded, manifest: dict) -> bool:
+    if name == "device":
+        return str(choose_device(given).device) == (manifest.get("device") or {}).get("device")
+    if name == "models":
+        return sorted(validate_spec(m) for m in given) == sorted(recorded or list_models())
+    if name == "notebook_dir":
+        return Path(given).resolve() == Path(recorded).resolve()
+    return given == recorded
+
+
+def resolve_settings(args) -> dict | None:
+    """Fill the settings flags: defaults for a new run, the manifest's for ``--resume`` (returned).
+
+    A resumed run keeps the settings it started with, so a flag given with ``--resume`` must agree with
+    them; one that contradicts them is refused, naming the difference.
+    """
+    if not args.resume:
+        for name, (_, _, default) in SETTING_FLAGS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+        return None
+    if args.run_name is None:
+        raise RunnerError("--resume needs the --run-name of the run to continue.")
+    manifest = read_manifest(layout.RunLayout.at(Path(args.output).resolve(), args.run_name).manifest)
+    settings = manifest["settings"]
+    for name, (flag, key, default) in SETTING_FLAGS.items():
+        recorded = settings.get(key, default)
+        if name == "device" and key not in settings:
+            recorded = (manifest.get("device") or {}).get("requested", default)
+        given = getattr(args, name)
+        if given is not None and not _same_setting(name, given, recorded, manifest):
+            shown = " ".join(map(str, given)) if isinstance(given, list) else given
+            raise RunnerError(f"--resume: {flag} {shown} contradicts the run's recorded setting {key}={recorded!r}; "
+                              f"leave it out to continue the run with its own settings.")
+        setattr(args, name, recorded if name != "models" or recorded else None)
+    recorded_params = settings.get("extra_parameters") or {}
+    if not isinstance(recorded_params, dict):
+        raise RunnerError(f"Cannot --resume: the manifest's extra_parameters is not an object.")
+    if args.param:
+        given = {}
+        for name, raw in args.param:
+            try:
+                given[name] = json.loads(raw)
+            except json.JSONDecodeError:
+                given[name] = raw
+        if given != recorded_params:
+            raise RunnerError(f"--resume: --param {' '.join(f'{k}={v}' for k, v in args.param)} contradicts the run's "
+                              f"recorded parameters {recorded_params!r}; leave --param out to continue the run.")
+    args.param = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in recorded_params.items()]
+    return manifest
+
+
 def build_plan(args) -> Plan:
     """Validate every option and build the list of executions; raises InfoptError on bad input."""
+    previous = resolve_settings(args)
     notebook_dir = Path(args.notebook_dir)
-    models = [check_model_name(m) for m in (args.models or list_models())]
-    if len(set(models)) != len(models):
-        raise InvalidInputError(f"--models lists a model twice: {' '.join(models)}.")
+    # validate_spec: cheap checks (no model build except a py: factory), canonical spec (absolute hf: folder)
+    models = [validate_spec(m) for m in (args.models or list_models())]
+    folders = [spec_folder_name(m) for m in models]
+    if len(set(folders)) != len(folders):
+        raise InvalidInputError(f"--models lists a model twice (or two that share a results folder): "
+                                f"{' '.join(models)}.")
     notebooks = list(args.notebooks)
     for name in notebooks:
         if name not in MODEL_NOTEBOOKS:
@@ -227,16 +368,15 @@ def build_plan(args) -> Plan:
     choice = choose_device(args.device)
     device = str(choice.device)
     label = device_kind(choice.device)
-    run_name = args.run_name or default_run_name()
-    if not run_name or run_name in (".", "..") or "/" in run_name or os.sep in run_name:
-        raise InvalidInputError(f"--run-name must be a plain folder name, got {run_name!r}.")
+    run_name = default_run_name() if args.run_name is None else args.run_name
     output_root = Path(args.output).resolve()
-    run_dir = output_root / run_name
+    if output_root.exists() and not output_root.is_dir():
+        raise InvalidInputError(f"--output {output_root} is a file, not a folder.")
+    run = layout.RunLayout.at(output_root, run_name)
+    run_dir = run.run_dir
     if run_dir.exists() and not args.resume:
         raise RunnerError(f"Run folder {run_dir} already exists; pass --resume to continue it or choose "
                           f"another --run-name.")
-    if args.resume and not (run_dir / MANIFEST).is_file():
-        raise RunnerError(f"Cannot --resume: {run_dir / MANIFEST} does not exist.")
 
     sources = {name: notebook_dir / f"{name}.ipynb" for name in [*notebooks, REPORT_NOTEBOOK]}
     for name, path in sources.items():
@@ -244,23 +384,29 @@ def build_plan(args) -> Plan:
             raise RunnerError(f"Notebook {path} does not exist.")
     declared = {name: notebook_parameters(path) for name, path in sources.items()}
 
-    settings = {"models": models, "notebooks": notebooks, "batch_sizes": args.batch_sizes, "quick": args.quick,
-                "timeout_s": args.timeout, "html": args.html, "output": str(output_root),
-                "extra_parameters": dict(args.param), "notebook_dir": str(notebook_dir.resolve())}
+    preset = run_preset(args, device)
+    extra = {}
+    for name, raw in args.param:
+        declaring = [n for n in sources if name in declared[n]]
+        if name in RUNNER_PARAMETERS:
+            check_param(name, raw, "str")  # refused, with the flag to use instead
+        if not declaring:
+            raise InvalidInputError(f"No selected notebook declares a parameter named '{name}'.")
+        for notebook in declaring:  # the same name must be valid for every notebook that declares it
+            extra[name] = check_param(name, raw, declared[notebook][name]["inferred_type_name"])
+    settings = {"device": args.device, "models": models, "notebooks": notebooks, "batch_sizes": args.batch_sizes,
+                "quick": args.quick, "timeout_s": args.timeout, "html": args.html, "output": str(output_root),
+                "extra_parameters": extra, "notebook_dir": str(notebook_dir.resolve()),
+                "preset": preset.name, "preset_values": preset.to_dict()}
     plan = Plan(run_dir=run_dir, device=device, device_label=label, device_choice=choice.as_dict(),
-                settings=settings)
+                settings=settings, previous=previous)
     for model in models:
-        out_dir = run_dir / label / model
         for name in notebooks:
-            params = model_parameters(name, model, device, out_dir, args)
-            plan.jobs.append(Job(name, model, sources[name], out_dir / f"{name}.ipynb", params))
-    plan.jobs.append(Job(REPORT_NOTEBOOK, None, sources[REPORT_NOTEBOOK], run_dir / f"{REPORT_NOTEBOOK}.ipynb",
+            params = model_parameters(name, model, device, run, preset)
+            plan.jobs.append(Job(name, model, sources[name], run.notebook_output(label, model, name), params))
+    plan.jobs.append(Job(REPORT_NOTEBOOK, None, sources[REPORT_NOTEBOOK], run.report_notebook,
                          report_parameters(run_dir, output_root, args)))
 
-    extra = dict(args.param)
-    for name in extra:
-        if not any(name in declared[job.notebook] for job in plan.jobs):
-            raise InvalidInputError(f"No selected notebook declares a parameter named '{name}'.")
     for job in plan.jobs:
         job.parameters.update({k: v for k, v in extra.items() if k in declared[job.notebook]})
         unknown = sorted(set(job.parameters) - set(declared[job.notebook]))
@@ -283,18 +429,22 @@ def estimate_seconds(plan: Plan) -> float:
 
 # -- kernel ----------------------------------------------------------------------
 
-def _kernel_manager_class():
+def _kernel_manager_class(kernel_log: Path | None = None):
     """An AsyncKernelManager whose kernel is this interpreter with this infopt on its path.
 
     Using the runner's ``sys.executable`` (not whatever ``python3`` kernelspec
     happens to be installed) makes ``import infopt`` work in a virtualenv and
-    guarantees the notebooks run the same code as the runner.
+    guarantees the notebooks run the same code as the runner. With ``kernel_log``
+    the kernel process's own stderr (its start-up warnings, ZeroMQ tracebacks when
+    it is interrupted or shut down) is appended there instead of reaching the
+    terminal; what the notebook's code prints stays in the notebook.
     """
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
 
     package_root = str(Path(__file__).resolve().parent.parent)
-    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    # the runner's working directory too, so py:<module>:<function> factories import in the kernel as here
+    python_path = os.pathsep.join(p for p in (package_root, os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
 
     class SameInterpreterKernelManager(AsyncKernelManager):
         @property
@@ -306,6 +456,13 @@ def _kernel_manager_class():
                     env={"PYTHONPATH": python_path}, metadata={"debugger": True},
                 )
             return self._kernel_spec
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if kernel_log is not None and "stderr" not in kw:
+                with open(kernel_log, "a", encoding="utf-8") as sink:  # the child keeps its own descriptor
+                    kw["stderr"] = sink
+                    return await super()._async_launch_kernel(kernel_cmd, **kw)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return SameInterpreterKernelManager
 
@@ -325,8 +482,8 @@ class Manifest:
         from . import env
 
         self.plan = plan
-        self.path = plan.run_dir / MANIFEST
-        previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.path = plan.layout.manifest
+        previous = plan.previous or {}
         environment = env.collect()
         self.data = {
             "schema_version": SCHEMA_VERSION,
@@ -344,10 +501,18 @@ class Manifest:
             "git_commit": environment.get("git_commit"),
             "notebooks": [],
         }
-        if previous:
-            self.data["previous_attempts"] = previous.get("previous_attempts", []) + [
-                {k: previous.get(k) for k in ("command_line", "started_utc", "finished_utc", "status")}]
-        self.previous_jobs = {entry["key"]: entry for entry in previous.get("notebooks", [])}
+        entries = [entry for entry in previous.get("notebooks", []) if isinstance(entry, dict) and "key" in entry]
+        if previous:  # every earlier attempt stays on record, with what each of its notebooks did
+            attempt = {k: previous.get(k) for k in ("command_line", "started_utc", "finished_utc", "status",
+                                                    "failure_reason")}
+            attempt["notebooks"] = [{k: entry.get(k) for k in ("key", "status", "duration_s", "error")}
+                                    for entry in entries]
+            earlier = previous.get("previous_attempts")
+            self.data["previous_attempts"] = (earlier if isinstance(earlier, list) else []) + [attempt]
+        self.previous_jobs = {entry["key"]: entry for entry in entries}
+        planned = {job.key for job in plan.jobs}
+        #: jobs of the run this plan does not hold (e.g. from an older runner): kept as they were
+        self.other_jobs = [entry for entry in entries if entry["key"] not in planned]
 
     def job_entry(self, job: Job) -> dict:
         return {
@@ -364,16 +529,95 @@ class Manifest:
             self.data["finished_utc"] = _utc_now()
             started = _dt.datetime.fromisoformat(self.data["started_utc"])
             self.data["duration_s"] = round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1)
-        self.data["notebooks"] = [self.job_entry(job) for job in self.plan.jobs]
+        self.data["notebooks"] = [self.job_entry(job) for job in self.plan.jobs] + self.other_jobs
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(self.data, self.path)
+
+
+class RunLock:
+    """``<run>/.run.lock``: one runner per run folder at a time.
+
+    The lock holds the owner's process id and host. A lock whose process is gone (same host) is stale and
+    taken over; a live one makes a second runner stop with one line. It is removed when the run ends.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.held = False
+
+    def _owner(self) -> dict | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _alive(owner: dict) -> bool:
+        import socket
+
+        pid = owner.get("pid")
+        if not isinstance(pid, int) or owner.get("host") != socket.gethostname():
+            return True  # another host's (or a half-written) lock: cannot tell, so respect it
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def acquire(self) -> "RunLock":
+        import socket
+
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started_utc": _utc_now()})
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is None:
+                    continue  # released meanwhile
+                if owner and not self._alive(owner):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()  # stale: its runner is gone
+                    continue
+                if not owner and time.time() - self._mtime() > 10:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()  # unreadable for long: a crash while writing it
+                    continue
+                who = f"process {owner.get('pid', '?')} on {owner.get('host', '?')}" if owner else "another runner"
+                raise RunnerError(f"Run folder {self.path.parent} is in use by {who} (lock file {self.path}); "
+                                  f"wait for it to finish, or delete the lock file if that runner is gone.")
+            with os.fdopen(fd, "w", encoding="utf-8") as stream:
+                stream.write(record + "\n")
+            self.held = True
+            return self
+        raise RunnerError(f"Could not take the lock {self.path}: it keeps changing.")
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return time.time()
+
+    def release(self) -> None:
+        if self.held:
+            owner = self._owner()
+            if owner and owner.get("pid") == os.getpid():
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            self.held = False
 
 
 def mark_resumable(plan: Plan, manifest: Manifest) -> None:
     """Skip notebooks that already succeeded with the same parameters; re-runs may overwrite stale files."""
     for job in plan.jobs:
         before = manifest.previous_jobs.get(job.key)
-        same = before is not None and {k: v for k, v in before.get("parameters", {}).items()
+        same = before is not None and isinstance(before.get("parameters"), dict) and \
+            {k: v for k, v in before["parameters"].items()
                                        if k not in ("output_dir", "results_dir", "overwrite")} \
             == job.comparable_parameters()
         if job.model is not None and same and before.get("status") in ("succeeded", "skipped") \
@@ -385,97 +629,256 @@ def mark_resumable(plan: Plan, manifest: Manifest) -> None:
 
 # -- execution -----------------------------------------------------------------
 
-@functools.lru_cache(maxsize=1)
-def _html_exporter():
-    from nbconvert import HTMLExporter
+def export_html(notebook_path: Path, plotly_js: Path | None = None) -> Path:
+    """The shareable page of an executed notebook: code hidden, charts via the run's one plotly.min.js, no CDN."""
+    from .htmlexport import export_html as _export
 
-    return HTMLExporter()  # built once: loading the templates costs about a second
+    return _export(notebook_path, plotly_js=plotly_js)
 
 
-def export_html(notebook_path: Path) -> Path:
-    """``jupyter nbconvert --to html`` equivalent (charts are the text/html outputs the notebooks emit)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, CI): handled like Ctrl-C."""
+
+
+class RunWriteError(InfoptError):
+    """The runner could not write the run's files (full disk, read-only or vanished folder): the run stops."""
+
+
+def io_failure(error: BaseException) -> bool:
+    """An error of the runner's own file writing (the run stops), not of a notebook (recorded, the run goes on).
+
+    A cell timeout is a ``TimeoutError``, itself an ``OSError``: it belongs to the notebook.
+    """
+    return isinstance(error, OSError) and not isinstance(error, TimeoutError)
+
+
+def describe_os_error(error: OSError) -> str:
+    """``no space left on device: /path`` (the reason, then the file), one line."""
+    reason = (error.strerror or str(error) or type(error).__name__).strip().lower()
+    name = error.filename or ""
+    return f"{reason}: {name}" if name else reason
+
+
+def _timed_out_cell(notebook_path: Path) -> int | None:
+    """1-based number of the cell papermill was running in a timed-out executed notebook (its last started one)."""
     import nbformat
 
-    body, _ = _html_exporter().from_notebook_node(nbformat.read(str(notebook_path), as_version=4))
-    from .results import atomic_path
+    try:
+        nb = nbformat.read(str(notebook_path), as_version=4)
+    except Exception:  # noqa: BLE001 - best effort: the message still says a cell timed out
+        return None
+    started = [index for index, cell in enumerate(nb.cells)
+               if (cell.get("metadata", {}).get("papermill") or {}).get("start_time")]
+    return started[-1] + 1 if started else None
 
-    target = notebook_path.with_suffix(".html")
-    with atomic_path(target) as temporary:
-        temporary.write_text(body, encoding="utf-8")
-    return target
 
-
-def _error_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException, *, timeout: int | None = None, notebook: str = "the notebook") -> str:
     ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
     if ename:
         return f"{ename}: {evalue}"
+    if type(exc).__name__ == "CellTimeoutError" or isinstance(exc, TimeoutError):
+        cell = getattr(exc, "infopt_cell", None)
+        where = f"cell {cell} of {notebook}" if cell else f"a cell of {notebook}"
+        return f"CellTimeoutError: {where} ran past the --timeout of {timeout} s per cell"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}".strip()
 
 
+def partial_path(output: Path) -> Path:
+    """Where a notebook is written while it runs: a hidden name, moved to ``output`` once it has ended."""
+    return output.with_name(f".{output.stem}.partial{output.suffix}")
+
+
 def execute(job: Job, *, timeout: int | None, cwd: Path, kernel_manager_class) -> None:
-    """Run one notebook with papermill; the partially executed notebook is written even on failure."""
+    """Run one notebook with papermill into a temporary name; the executed notebook replaces ``job.output``
+    when it ends, failed or not (papermill's error banner included), never while it is partial."""
     import papermill
 
     job.output.parent.mkdir(parents=True, exist_ok=True)
-    papermill.execute_notebook(
-        str(job.source), str(job.output), parameters=job.parameters, kernel_name=KERNEL_NAME,
-        progress_bar={"desc": f"  {job.key}", "leave": False, "position": 1},
-        cwd=str(cwd), execution_timeout=timeout, kernel_manager_class=kernel_manager_class,
-    )
+    temporary = partial_path(job.output)
+    ended = False
+    try:
+        papermill.execute_notebook(
+            str(job.source), str(temporary), parameters=job.parameters, kernel_name=KERNEL_NAME,
+            progress_bar={"desc": f"  {job.key}", "leave": False, "position": 1, "disable": None},
+            cwd=str(cwd), execution_timeout=timeout, kernel_manager_class=kernel_manager_class,
+        )
+        ended = True
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing notebook ended: keep it, with the cell that failed
+        if io_failure(exc):
+            raise
+        ended = getattr(exc, "ename", None) != "KeyboardInterrupt"
+        if type(exc).__name__ == "CellTimeoutError" or isinstance(exc, TimeoutError):
+            exc.infopt_cell = _timed_out_cell(temporary)  # read before the file moves
+        raise
+    finally:
+        if ended and temporary.is_file():
+            os.replace(temporary, job.output)
+        else:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so it ends a run like Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """Let the final manifest write finish even if a second Ctrl-C or SIGTERM arrives."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _quiet_shutdown_noise() -> None:
+    """After an interrupt, kernel-client sockets and tasks torn down mid-flight print tracebacks at exit
+    (ZeroMQ, asyncio): none of it is about the run, so it stays off the terminal."""
+    import asyncio
+    import logging
+
+    sys.unraisablehook = lambda unraisable: None
+    for name in ("asyncio", "traitlets", "papermill", "nbclient", "jupyter_client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    with contextlib.suppress(Exception):
+        asyncio.get_event_loop_policy().get_event_loop().set_exception_handler(lambda loop, context: None)
+
+
+class _RecordedElsewhere(logging.Filter):
+    """nbclient logs a cell timeout before raising it; the runner records it (cell and limit) and prints one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Timeout waiting for execute reply")
+
+
+_PAPERMILL_LOG_FILTER = _RecordedElsewhere()
 
 
 def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None) -> int:
+    """Execute the plan's jobs in order; returns the exit code.
+
+    0: every notebook succeeded; 1: a notebook failed, or the run's files could not be written (the run
+    stops, ``run.json`` says why if it can still be written); 130 / 143: Ctrl-C / SIGTERM (finished results
+    stay, ``run.json`` says ``interrupted``).
+    """
     from tqdm.auto import tqdm
 
     manifest = manifest or Manifest(plan, argv)
-    manifest.save()
-    kernel_manager_class = _kernel_manager_class()
+    logging.getLogger("papermill").addFilter(_PAPERMILL_LOG_FILTER)  # papermill hands its logger to nbclient
+    kernel_manager_class = _kernel_manager_class(plan.run_dir / ".kernels.log")
     todo = [job for job in plan.jobs if job.status != "skipped"]
-    overall = tqdm(total=len(todo), desc="overall", unit="notebook", position=0)
+    overall = tqdm(total=len(todo), desc="overall", unit="notebook", position=0, disable=None)
     current = None
     try:
-        for job in todo:
-            current = job
-            overall.set_postfix_str(f"{job.key} on {plan.device_label}")
-            job.status, job.started_utc, job.error = "running", _utc_now(), None
+        with _sigterm_as_interrupt():
             manifest.save()
-            start = time.perf_counter()
-            try:
-                execute(job, timeout=args.timeout, cwd=job.output.parent, kernel_manager_class=kernel_manager_class)
-                job.status = "succeeded"
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-                if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
-                    raise KeyboardInterrupt from exc
-                job.status, job.error = "failed", _error_text(exc)
-                tqdm.write(f"FAILED {job.key}: {job.error}", file=sys.stderr)
-            job.duration_s = round(time.perf_counter() - start, 2)
-            if args.html and job.output.is_file():
+            for job in todo:
+                current = job
+                overall.set_postfix_str(f"{job.key} on {plan.device_label}")
+                job.status, job.started_utc, job.error = "running", _utc_now(), None
+                if job.model is None:  # the report reads run.json: it sees the measuring part as finished
+                    manifest.save("failed" if any(j.status not in ("succeeded", "skipped") for j in plan.jobs
+                                                  if j is not job) else "succeeded")
+                else:
+                    manifest.save()
+                start = time.perf_counter()
                 try:
-                    export_html(job.output)
-                except Exception as exc:  # noqa: BLE001
-                    job.error = (job.error + "; " if job.error else "") + f"HTML export failed: {_error_text(exc)}"
+                    execute(job, timeout=args.timeout, cwd=job.output.parent,
+                            kernel_manager_class=kernel_manager_class)
+                    job.status = "succeeded"
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                    if io_failure(exc):
+                        raise
+                    if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C reached the kernel first
+                        raise KeyboardInterrupt from exc
                     job.status = "failed"
-            manifest.save()
-            overall.update(1)
-            current = None
-    except KeyboardInterrupt:
+                    job.error = _error_text(exc, timeout=args.timeout, notebook=job.output.name)
+                    tqdm.write(f"FAILED {job.key}: {job.error}", file=sys.stderr)
+                job.duration_s = round(time.perf_counter() - start, 2)
+                if args.html and job.output.is_file():
+                    try:
+                        export_html(job.output, plan.run_dir / "plotly.min.js")
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        if io_failure(exc):
+                            raise
+                        job.error = (job.error + "; " if job.error else "") + \
+                            f"HTML export failed: {_error_text(exc)}"
+                        job.status = "failed"
+                manifest.save()
+                overall.update(1)
+                current = None
+            failed = [job for job in plan.jobs if job.status not in ("succeeded", "skipped")]
+            manifest.save("failed" if failed else "succeeded")
+    except KeyboardInterrupt as interrupt:
+        with _signals_ignored():
+            _quiet_shutdown_noise()
+            by = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
+            if current is not None:
+                current.status, current.error = "interrupted", f"stopped by {by}"
+            for job in plan.jobs:
+                if job.status == "pending":
+                    job.status = "not run"
+            overall.close()
+            try:
+                manifest.save("interrupted")
+                where = "run.json says 'interrupted'"
+            except OSError as error:
+                where = f"run.json could not be updated: {describe_os_error(error)}"
+            print(f"Interrupted by {by}; finished results stay in {plan.run_dir} ({where}).", file=sys.stderr)
+        return 143 if by == "SIGTERM" else 130
+    except OSError as error:  # io_failure: the runner's own writes
+        reason = describe_os_error(error)
         if current is not None:
-            current.status, current.error = "interrupted", "stopped by Ctrl-C"
+            current.status, current.error = "failed", f"write failed: {reason}"
         for job in plan.jobs:
             if job.status == "pending":
                 job.status = "not run"
-        manifest.save("interrupted")
         overall.close()
-        print(f"\nInterrupted; finished results stay in {plan.run_dir} (run.json says 'interrupted').",
+        manifest.data["failure_reason"] = reason
+        try:
+            manifest.save("failed")
+            where = "run.json says 'failed' with the reason"
+        except OSError:
+            where = "run.json could not be updated either"
+        print(f"{PROG}: error: the run stopped because a file could not be written ({reason}); {where}.",
               file=sys.stderr)
-        return 130
+        return 1
     overall.close()
-    failed = [job for job in plan.jobs if job.status not in ("succeeded", "skipped")]
-    manifest.save("failed" if failed else "succeeded")
     print_summary(plan)
+    from .summary import print_headline  # the report's headline table, so the answer shows without a file
+
+    print_headline(plan.run_dir)
     return 1 if failed else 0
 
 
@@ -494,6 +897,7 @@ def print_summary(plan: Plan) -> None:
 
 def list_everything(notebook_dir: Path) -> None:
     print(f"models: {' '.join(list_models())}")
+    print(f"  {spec_help()}")
     print(f"devices: {' '.join(DEVICE_CHOICES)}")
     for name in [*MODEL_NOTEBOOKS, REPORT_NOTEBOOK]:
         path = notebook_dir / f"{name}.ipynb"
@@ -515,7 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed its one line (or --help)
         return int(exc.code or 0)
     if args.list:
-        list_everything(Path(args.notebook_dir))
+        list_everything(Path(args.notebook_dir or REPO_NOTEBOOKS))
         return 0
     try:
         plan = build_plan(args)
@@ -523,11 +927,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     command = [sys.argv[0] if from_cli else "run_notebooks.py", *argv]
-    manifest = Manifest(plan, command) if args.resume else None
-    if manifest is not None:
+    try:
+        lock = take_run_folder(plan, resume=bool(args.resume))
+    except InfoptError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _start(plan, args, command)
+    finally:
+        lock.release()
+
+
+def take_run_folder(plan: Plan, *, resume: bool) -> RunLock:
+    """Create the run folder (a new run) and lock it; a resumed run re-reads its manifest under the lock."""
+    try:
+        if not resume:
+            plan.run_dir.mkdir(parents=True)
+        lock = RunLock(plan.layout.lock).acquire()
+    except FileExistsError:
+        raise RunnerError(f"Run folder {plan.run_dir} already exists (another runner just created it); choose "
+                          f"another --run-name.") from None
+    except OSError as error:
+        raise RunnerError(f"Cannot create the run folder {plan.run_dir}: {describe_os_error(error)}.") from None
+    if resume:
+        try:
+            plan.previous = read_manifest(plan.layout.manifest)  # as the last runner left it
+        except InfoptError:
+            lock.release()
+            raise
+    return lock
+
+
+def _start(plan: Plan, args, command: list[str]) -> int:
+    manifest = Manifest(plan, command)
+    if args.resume:
         mark_resumable(plan, manifest)
-    else:
-        plan.run_dir.mkdir(parents=True)
     skipped = sum(job.status == "skipped" for job in plan.jobs)
     minutes = estimate_seconds(plan) / 60
     print(f"infopt run '{plan.run_dir.name}': {len(plan.jobs) - skipped} notebook(s)"
@@ -539,4 +973,17 @@ def main(argv: list[str] | None = None) -> int:
               "add --param include_compile=true to measure them.")
     print(f"Estimated time: about {minutes:.0f} min (rough guide from a 2-core CPU; GPUs are faster). "
           f"Output: {plan.run_dir}", flush=True)
+    if any(job.model is not None and job.status != "skipped" for job in plan.jobs):  # timing notebooks to run
+        from .interference import check_machine
+
+        state = check_machine(MACHINE_CHECK_S, plan.device)
+        manifest.data["machine_check"] = state.to_dict()
+        if state.busy:
+            print(state.line + (". Refusing to measure (--strict-quiet)." if args.strict_quiet else
+                                ". Measuring anyway: rows timed while it stays busy are flagged (interference)."),
+                  flush=True)
+        if state.busy and args.strict_quiet:
+            manifest.data["failure_reason"] = "machine busy before the run (--strict-quiet)"
+            manifest.save("refused")
+            return 2
     return run_plan(plan, args, command, manifest)

@@ -101,30 +101,4 @@ def summarize(samples: Sequence[float], confidence: float = 0.95) -> dict:
     }
 
 
-def median_ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidence: float = 0.95,
-                    n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """``median(numerator) / median(denominator)`` with a percentile-bootstrap CI.
-
-    Use it for speedups: ``median_ratio_ci(baseline_ms, variant_ms)`` > 1 means the
-    variant is faster. The two sample sets are resampled independently.
-    Returns ``(ratio, ci_low, ci_high)``; NaNs when either set is empty.
-    """
-    a, b = _as_array(numerator), _as_array(denominator)
-    if a.size == 0 or b.size == 0:
-        return math.nan, math.nan, math.nan
-    ratio = float(np.median(a) / np.median(b))
-    rng = np.random.default_rng(seed)
-    # Resample in chunks so memory stays bounded (~8 MB) however many samples there are.
-    chunk = max(1, 1_000_000 // max(a.size, b.size))
-    ratios = []
-    for start in range(0, n_boot, chunk):
-        rows = min(chunk, n_boot - start)
-        boot_a = np.median(rng.choice(a, size=(rows, a.size), replace=True), axis=1)
-        boot_b = np.median(rng.choice(b, size=(rows, b.size), replace=True), axis=1)
-        ratios.append(boot_a / boot_b)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(np.concatenate(ratios), [tail, 100 - tail])
-    return ratio, float(low), float(high)
-
-
-__all__ = ["STAT_KEYS", "median_ci", "median_ci_ranks", "median_ratio_ci", "relative_ci_halfwidth", "summarize"]
+__all__ = ["STAT_KEYS", "median_ci", "median_ci_ranks", "relative_ci_halfwidth", "summarize"]

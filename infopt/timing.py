@@ -19,6 +19,9 @@ Stopping rule (adaptive sampling): sample in blocks until at least
 (order statistics, see :mod:`infopt.stats`) has a half-width within
 ``target_rel_ci`` of the median, or until ``max_time_s``. ``converged`` records
 whether the target was met, so noisy points are flagged, not hidden.
+
+Every measurement also records ``interference`` (see :mod:`infopt.interference`):
+whether other processes used the machine while it was timed.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import torch
 from . import stats
 from .devices import device_kind, is_out_of_memory
 from .errors import InvalidInputError
+from .interference import watch
+from .presets import DEFAULT_MAX_TIME_S
 
 #: Sampling blocks aim at this duration, so the stopping rule is checked often
 #: enough to stop promptly but rarely enough to cost nothing measurable.
@@ -49,7 +54,7 @@ class TimingConfig:
 
     min_samples: int = 30
     min_time_s: float = 1.0
-    max_time_s: float = 15.0
+    max_time_s: float = DEFAULT_MAX_TIME_S
     target_rel_ci: float = 0.01
     min_warmup: int = 5
     warmup_window: int = 5
@@ -195,6 +200,8 @@ class Measurement:
     warmup_stable: bool = True
     stop_reason: str = ""
     config: dict = field(default_factory=dict)
+    interference: bool = False
+    interference_detail: str = "not measured"
 
     @property
     def n(self) -> int:
@@ -237,6 +244,8 @@ class Measurement:
             "warmup_stable": self.warmup_stable,
             "stop_reason": self.stop_reason,
             "config": dict(self.config),
+            "interference": self.interference,
+            "interference_detail": self.interference_detail,
             "stats": self.stats(),
         }
 
@@ -299,7 +308,7 @@ def measure(fn: Callable[[], object], device: str | torch.device = "cpu",
     device = torch.device(device)
     timer = make_timer(device)
     started = time.perf_counter()
-    with thread_count(config.num_threads) as threads, torch.inference_mode(), gc_paused():
+    with thread_count(config.num_threads) as threads, torch.inference_mode(), gc_paused(), watch(device) as window:
         warmup_calls, warmup_stable, recent = _warm_up(timer, fn, config)
         estimate_s = max(float(np.median(recent)) / 1e3, 1e-7)
         samples: list[float] = []
@@ -328,6 +337,7 @@ def measure(fn: Callable[[], object], device: str | torch.device = "cpu",
         samples_ms=samples, warmup_calls=warmup_calls, converged=bool(converged),
         wall_s=time.perf_counter() - started, device=str(device), timer=timer.name, num_threads=threads,
         warmup_stable=warmup_stable, stop_reason=reason, config=config.to_dict(),
+        interference=window.result.flagged, interference_detail=window.result.detail,
     )
 
 

@@ -10,21 +10,31 @@ the benchmark, profiler and accuracy guard use exactly like a model wrapper.
 :func:`run_variant_sweep` times every variant with
 :func:`infopt.benchmark.benchmark_point` (same columns as a batch sweep),
 compares its output with the fp32 eager reference on the same seeded inputs
-(:mod:`infopt.accuracy`) and adds the speedup. :func:`recommend` picks, per
-model, device and batch size, the fastest variant that passes the guard.
+(:mod:`infopt.accuracy`), then measures its speedup paired with the baseline.
+:func:`recommend` picks, per model, device and batch size, the fastest variant
+that passes the guard and whose speedup is measured and significant.
 
 Definitions:
 
-* ``speedup_vs_baseline = baseline median latency / variant median latency``
-  (ratio of the two medians, same batch size). Its 95% interval is the
-  conservative ratio of the two medians' 95% CIs:
-  ``[baseline ci_low / variant ci_high, baseline ci_high / variant ci_low]``.
-* ``paired_speedup`` (optional, ``paired_rounds > 0``): the same ratio measured
-  drift-robustly. Baseline and variant are timed in short alternating blocks
+* ``paired_speedup`` (the headline; ``paired_rounds`` rounds, default
+  :data:`PAIRED_ROUNDS`): baseline and variant are timed in alternating blocks
   (A B, B A, A B, ...), each round gives ``baseline median / variant median``,
   and the column is the median of the rounds with the order-statistic 95% CI
-  of that median (needs 6 rounds or more). On a shared machine whose load
-  changes during a sweep this is the figure to trust.
+  of that median (needs 6 rounds or more). Load that comes and goes on a
+  shared machine hits both sides of a round alike, so this figure survives
+  drift that distorts the unpaired ratio. Trade-off: the rounds take
+  :data:`PAIRED_SHARE` of each point's time cap, so the unpaired columns get
+  fewer samples (wider CIs) and a default run takes about as long as before.
+* ``speedup_vs_baseline = baseline median latency / variant median latency``
+  (ratio of two medians timed at different moments; secondary). Its 95%
+  interval is the conservative ratio of the two medians' 95% CIs:
+  ``[baseline ci_low / variant ci_high, baseline ci_high / variant ci_low]``.
+* ``speedup_verdict``: of the headline speedup, ``faster`` / ``slower`` when
+  its 95% CI lies above / below 1, ``no significant difference`` when the CI
+  contains 1, ``too few samples`` when there is no CI.
+* ``interference``: other processes used the machine while the row was timed
+  (unpaired or paired window; :mod:`infopt.interference`). Flagged rows are
+  never recommended.
 * ``transform_time_s``: wall time of the transformations (casts,
   quantization, wrapping; not the copy), once per variant.
 * ``compile_time_s``: wall time of the calls, at that batch size, during
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import math
 import statistics
@@ -50,13 +61,15 @@ import torch
 from torch import nn
 
 from .accuracy import Tolerance, compare_outputs, tolerance_for
-from .benchmark import BENCHMARK_COLUMNS, _check_batch_sizes, _empty_row, _seq_len_used, benchmark_point
+from .benchmark import BENCHMARK_COLUMNS, benchmark_point, empty_row
 from .devices import device_kind
 from .errors import InfoptError, InvalidInputError
 from .memtrack import release_memory
 from .models.base import Inputs, ModelWrapper
 from .stats import median_ci
-from .timing import TimingConfig, describe_failure, measure
+from .sweep import Point, check_batch_sizes, run_points
+from .interference import Interference, combine, watch
+from .timing import TimingConfig, describe_failure, gc_paused, make_timer, recorded_failure, thread_count
 
 BASELINE = "eager-fp32"
 
@@ -377,6 +390,10 @@ def _has_linear(model: ModelWrapper) -> str | None:
         kinds = (nn.Linear,)
     if not any(isinstance(m, kinds) for m in model.module.modules()):
         return f"int8-dynamic quantizes nn.Linear layers and {model.name} has none."
+    if not hasattr(getattr(torch, "ao", None), "quantization") or \
+            not hasattr(torch.ao.quantization, "quantize_dynamic"):
+        return ("int8-dynamic (deprecated) needs torch.ao.quantization.quantize_dynamic, which this PyTorch no "
+                "longer has: use torchao-int8-dynamic.")
     return None
 
 
@@ -388,8 +405,8 @@ def _int8_dynamic(model: VariantModel) -> None:
         warnings.simplefilter("always")
         torch.ao.quantization.quantize_dynamic(model.wrapper.module, {nn.Linear}, dtype=torch.qint8, inplace=True)
     if any(issubclass(w.category, DeprecationWarning) for w in caught):
-        model.notes.append("torch.ao.quantization.quantize_dynamic is deprecated (torchao is its successor) "
-                           "but still works in this torch; it is used because torchao is not a dependency")
+        model.notes.append("deprecated: torch.ao.quantization.quantize_dynamic (torchao-int8-dynamic is its "
+                           "successor; both are measured side by side)")
     model.eager_module = model.wrapper.module
 
 
@@ -436,8 +453,8 @@ for _variant in (
             _attention("sdpa"), stage=0, group="attention", tasks=_TEXT, check=_switches_attention_to("sdpa")),
     Variant("eager-attention", "attention as explicit matmul + softmax (transformers' 'eager' implementation)",
             _attention("eager"), stage=0, group="attention", tasks=_TEXT, check=_switches_attention_to("eager")),
-    Variant("int8-dynamic", "dynamic int8 quantization of every nn.Linear (weights int8, activations quantized "
-            "per call; torch.ao.quantization.quantize_dynamic)", _int8_dynamic, stage=1, group="weights",
+    Variant("int8-dynamic", "DEPRECATED legacy path: dynamic int8 quantization of every nn.Linear (weights int8, "
+            "activations quantized per call; torch.ao.quantization.quantize_dynamic)", _int8_dynamic, stage=1, group="weights",
             devices=("cpu",), device_reason="quantized::linear_dynamic has CPU kernels only",
             reduced_precision=True, check=_has_linear),
     Variant("bf16-weights", "weights and float inputs cast to bfloat16", _weights_cast(torch.bfloat16),
@@ -461,6 +478,10 @@ for _variant in (
             _compile("reduce-overhead"), stage=4, group="compile", devices=("cuda",), compiles=True,
             device_reason="reduce-overhead replays CUDA graphs"),
 ):
+    register_variant(_variant)
+# torchao quantization and ONNX Runtime (issue #11); their modules import torchao / onnxruntime lazily
+from . import onnx_runtime as _onnx_runtime, torchao_variants as _torchao_variants  # noqa: E402
+for _variant in _torchao_variants.variants(Variant) + _onnx_runtime.variants(Variant):
     register_variant(_variant)
 
 #: Compositions worth measuring by default (kept only where every part applies).
@@ -515,59 +536,73 @@ def warm_up_compiled(fn: Callable[[], object], *, quiet_calls: int = 2, max_call
 
 
 # -- drift-robust speedup --------------------------------------------------------
-#: Short timing blocks for the interleaved rounds: a few calls each, one warm-up window.
-PAIRED_TIMING = dict(min_samples=3, min_time_s=0.2, max_time_s=3.0, target_rel_ci=0.02, min_warmup=1,
-                     warmup_window=1, warmup_tol=0.2, max_warmup_s=1.0)
+#: Rounds of the paired comparison. 10 is the smallest count whose 95% order-statistic CI of the median
+#: leaves out the two most extreme rounds (6 is the least that gives any interval).
+PAIRED_ROUNDS = 10
+#: Share of each point's time cap (``timing.max_time_s``) given to the paired rounds when they run; the
+#: unpaired timing of every row gets the rest, so a sweep takes about as long as an unpaired one did.
+PAIRED_SHARE = 0.5
 
 
-def paired_timing(timing: TimingConfig | None = None) -> TimingConfig:
-    """:data:`PAIRED_TIMING` blocks, never longer than ``timing`` allows, at its thread count."""
-    settings = dict(PAIRED_TIMING)
-    if timing is not None:
-        settings.update(min_time_s=min(settings["min_time_s"], timing.min_time_s),
-                        max_time_s=min(settings["max_time_s"], timing.max_time_s),
-                        min_samples=min(settings["min_samples"], timing.min_samples),
-                        max_warmup_s=min(settings["max_warmup_s"], timing.max_warmup_s),
-                        num_threads=timing.num_threads)
-    return TimingConfig(**settings)
+def unpaired_timing(timing: TimingConfig, paired_rounds: int) -> TimingConfig:
+    """``timing`` with its cap cut to ``1 - PAIRED_SHARE`` of it when paired rounds follow (unchanged otherwise)."""
+    if not paired_rounds:
+        return timing
+    cap = timing.max_time_s * (1 - PAIRED_SHARE)
+    return dataclasses.replace(timing, max_time_s=cap, min_time_s=min(timing.min_time_s, cap))
 
 
-def paired_speedup(baseline, variant, batch_size: int, seq_len: int | None = None, *, rounds: int = 6,
-                   config: TimingConfig | None = None) -> dict:
-    """Speedup from alternating short timing blocks of ``baseline`` and ``variant`` (see module docstring).
+def paired_speedup(baseline, variant, batch_size: int, seq_len: int | None = None, *, rounds: int = PAIRED_ROUNDS,
+                   timing: TimingConfig | None = None, block_s: float | None = None) -> dict:
+    """Speedup from alternating timing blocks of ``baseline`` and ``variant`` (see module docstring).
 
-    Load drift on a shared machine hits both sides of every round alike, so
-    the per-round ratios stay comparable when absolute latencies do not.
-    ``config`` times each block (default :func:`paired_timing`).
+    Each side first makes one untimed call and one timed call that sizes its
+    blocks to ``block_s`` seconds (default: ``PAIRED_SHARE * timing.max_time_s``
+    spread over the ``2 * rounds`` blocks; at least one call). Rounds alternate
+    the order (A B, B A, ...), so load drift on a shared machine hits both
+    sides of every round alike and the per-round ratios stay comparable when
+    absolute latencies do not. Returns the ``paired_*`` columns plus the
+    ``interference`` of the whole paired window.
     """
-    if rounds < 1:
-        raise InvalidInputError(f"paired rounds must be at least 1, got {rounds!r}.")
-    config = config or paired_timing()
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise InvalidInputError(f"paired rounds must be an integer of at least 1, got {rounds!r}.")
+    timing = timing or TimingConfig()
+    block_s = PAIRED_SHARE * timing.max_time_s / (2 * rounds) if block_s is None else block_s
     base_inputs = baseline.prepare_input(batch_size, seq_len)
     variant_inputs = variant.prepare_input(batch_size, seq_len)
+    sides = {"base": lambda: baseline.forward(base_inputs), "variant": lambda: variant.forward(variant_inputs)}
+    timer = make_timer(baseline.device)
     ratios = []
-    for index in range(rounds):
-        timed = {}
-        order = ("base", "variant") if index % 2 == 0 else ("variant", "base")
-        for side in order:
-            model, inputs = (baseline, base_inputs) if side == "base" else (variant, variant_inputs)
-            timed[side] = measure(lambda: model.forward(inputs), model.device, config).median_ms
-        ratios.append(timed["base"] / timed["variant"])
+    with thread_count(timing.num_threads), torch.inference_mode(), gc_paused(), watch(baseline.device) as window:
+        calls = {}
+        for side, fn in sides.items():
+            fn()
+            estimate_ms = max(timer.run_block(fn, 1)[0], 1e-4)
+            calls[side] = max(1, min(10_000, int(block_s * 1e3 / estimate_ms)))
+        for index in range(rounds):
+            medians = {}
+            for side in (("base", "variant") if index % 2 == 0 else ("variant", "base")):
+                medians[side] = statistics.median(timer.run_block(sides[side], calls[side]))
+            ratios.append(medians["base"] / medians["variant"])
     low, high = median_ci(ratios)
     return {"paired_speedup": statistics.median(ratios), "paired_speedup_ci_low": low,
-            "paired_speedup_ci_high": high, "paired_rounds": rounds}
+            "paired_speedup_ci_high": high, "paired_rounds": rounds, **window.result.columns()}
 
 
 # -- the sweep -----------------------------------------------------------------
 ACCURACY_COLUMNS = ("accuracy_ok", "max_abs_error", "rel_error", "cosine_similarity", "top1_agreement",
                     "top1_confident_agreement", "top1_confident_rows", "accuracy_metric", "tolerance")
 VARIANT_COLUMNS = ("speedup_vs_baseline", "speedup_ci_low", "speedup_ci_high", "paired_speedup",
-                   "paired_speedup_ci_low", "paired_speedup_ci_high", "paired_rounds", "transform_time_s",
+                   "paired_speedup_ci_low", "paired_speedup_ci_high", "paired_rounds", "speedup_verdict",
+                   "transform_time_s",
                    "compile_time_s", "compile_calls", "compile_stable") + ACCURACY_COLUMNS + ("notes",)
 #: Columns of :func:`run_variant_sweep`: the benchmark's, then the variant and accuracy columns.
 SWEEP_COLUMNS = tuple(BENCHMARK_COLUMNS) + VARIANT_COLUMNS
-SPEEDUP_DEFINITION = ("speedup_vs_baseline = eager-fp32 median latency / variant median latency (same batch); "
-                      "95% interval = [baseline ci_low / variant ci_high, baseline ci_high / variant ci_low]")
+SPEEDUP_DEFINITION = ("headline: paired_speedup = median over alternating baseline/variant rounds (A B, B A, ...) "
+                      "of baseline median / variant median, with the order-statistic 95% CI of that median; "
+                      "secondary: speedup_vs_baseline = eager-fp32 median latency / variant median latency (same "
+                      "batch), 95% interval = [baseline ci_low / variant ci_high, baseline ci_high / variant ci_low]; "
+                      "a CI containing 1 means no significant difference")
 
 
 def _reference_outputs(model: ModelWrapper, batch_sizes: list[int], seq_len: int | None) -> dict:
@@ -584,63 +619,62 @@ def _reference_outputs(model: ModelWrapper, batch_sizes: list[int], seq_len: int
     return outputs
 
 
-def _status_row(model: ModelWrapper, spec: str, size: int, seq_len: int | None, status: str, error: str) -> dict:
-    row = _empty_row(model, size, _seq_len_used(model, seq_len), status, error)
-    row["variant"] = spec
-    return row
-
-
 def _sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int | None, references: dict,
                    timing: TimingConfig, measure_memory: bool, paired_rounds: int = 0) -> list[dict]:
-    """All batch sizes of one variant; never raises for a failure inside the variant."""
+    """All batch sizes of one variant (protocol of :func:`infopt.sweep.run_points`); never raises for a
+    failure inside the variant."""
+    points = [Point.of(model, size, seq_len, variant=spec) for size in sizes]
     try:
         variant = model if spec == BASELINE else apply_variant(model, spec)
     except VariantNotApplicableError as error:
-        return [_status_row(model, spec, size, seq_len, "n/a", str(error)) for size in sizes]
+        return [empty_row(point, "n/a", str(error)) for point in points]
     except VariantError as error:
-        return [_status_row(model, spec, size, seq_len, "error", str(error)) for size in sizes]
+        return [empty_row(point, "error", str(error)) for point in points]
     is_variant = isinstance(variant, VariantModel)
     tolerance = variant.tolerance if is_variant else tolerance_for(model.device, False)
     common = {"transform_time_s": variant.transform_time_s if is_variant else 0.0}
-    rows = []
-    oom_at = None
-    try:
-        for size in sizes:
-            if oom_at is not None:
-                rows.append({**_status_row(model, spec, size, seq_len, "skipped",
-                                           f"skipped: batch size {oom_at} already ran out of memory"), **common})
-                continue
-            extra = dict(common)
+
+    def empty(point: Point, status: str, error: str | None = None) -> dict:
+        return {**empty_row(point, status, error), **common}
+
+    def measure_point(point: Point) -> dict:
+        size, extra, failed = point.batch_size, dict(common), empty(point, "ok")
+        with recorded_failure(failed):  # compile warm-up and accuracy check, before timing
+            inputs = variant.prepare_input(size, seq_len)
+            if is_variant and variant.compiled:
+                extra.update(warm_up_compiled(lambda: variant.forward(inputs)))
+            if is_variant and getattr(variant, "export_time_s", None) is not None:  # ONNX export, like compile
+                extra["compile_time_s"] = variant.export_time_s
+            with torch.inference_mode():
+                output = variant.forward(inputs)
+            del inputs
+            reference = references.get(size)
+            if isinstance(reference, torch.Tensor):
+                extra.update(compare_outputs(reference, output, model.task, tolerance))
+            else:
+                extra["tolerance"] = f"no reference: the {BASELINE} baseline failed ({reference})"
+            del output
+        if failed["status"] != "ok":
+            return {**failed, **extra}
+        row = benchmark_point(variant, size, seq_len, timing=unpaired_timing(timing, paired_rounds),
+                              measure_memory=measure_memory)
+        row.update(extra)
+        if paired_rounds and is_variant and row["status"] == "ok":
+            unpaired = Interference(bool(row["interference"]), row["interference_detail"])
             try:
-                inputs = variant.prepare_input(size, seq_len)
-                if is_variant and variant.compiled:
-                    extra.update(warm_up_compiled(lambda: variant.forward(inputs)))
-                with torch.inference_mode():
-                    output = variant.forward(inputs)
-                del inputs
-                reference = references.get(size)
-                if isinstance(reference, torch.Tensor):
-                    extra.update(compare_outputs(reference, output, model.task, tolerance))
-                else:
-                    extra["tolerance"] = f"no reference: the {BASELINE} baseline failed ({reference})"
-                del output
+                paired = paired_speedup(model, variant, size, seq_len, rounds=paired_rounds, timing=timing)
+                pair_window = Interference(paired.pop("interference"), "paired rounds: " +
+                                           paired.pop("interference_detail"))
+                row.update(paired, **combine([unpaired, pair_window]).columns())
             except InvalidInputError:
                 raise
-            except Exception as error:  # noqa: BLE001 - one failing point must not stop the sweep
-                status, message = describe_failure(error)
-                rows.append({**_status_row(model, spec, size, seq_len, status, message), **extra})
-                oom_at = size if status == "oom" else oom_at
-                continue
-            row = benchmark_point(variant, size, seq_len, timing=timing, measure_memory=measure_memory)
-            row.update(extra)
-            if paired_rounds and is_variant and row["status"] == "ok":
-                try:
-                    row.update(paired_speedup(model, variant, size, seq_len, rounds=paired_rounds,
-                                              config=paired_timing(timing)))
-                except Exception as error:  # noqa: BLE001 - the timed row stands; say why the pair is missing
-                    row["notes"] = f"paired timing failed: {describe_failure(error)[1]}"
-            oom_at = size if row["status"] == "oom" else oom_at
-            rows.append(row)
+            except Exception as error:  # noqa: BLE001 - the timed row stands; say why the pair is missing
+                row["notes"] = f"paired timing failed: {describe_failure(error)[1]}"
+        return row
+
+    rows: list[dict] = []
+    try:
+        rows = run_points(points, measure_point, empty)
     finally:
         if is_variant:
             for row in rows:
@@ -673,7 +707,7 @@ def add_speedups(df: pd.DataFrame) -> pd.DataFrame:
 def run_variant_sweep(model: ModelWrapper, variants: Iterable[str] | None = None,
                       batch_sizes: Iterable[int] = (1, 8), seq_len: int | None = None, *,
                       timing: TimingConfig | None = None, measure_memory: bool = True,
-                      include_compile: bool = True, paired_rounds: int = 0) -> pd.DataFrame:
+                      include_compile: bool = True, paired_rounds: int = PAIRED_ROUNDS) -> pd.DataFrame:
     """Time and accuracy-check each variant of ``model`` at each batch size.
 
     ``model`` is the eager-fp32 baseline (left untouched); ``variants``
@@ -683,12 +717,16 @@ def run_variant_sweep(model: ModelWrapper, variants: Iterable[str] | None = None
     with the reason in ``error``), ``error``, ``oom`` or ``skipped``; none of
     them stops the sweep. Unknown or conflicting specs raise before anything
     runs. ``include_compile=False`` drops compiled variants from the default list.
-    ``paired_rounds > 0`` adds the drift-robust ``paired_speedup`` (interleaved
-    baseline/variant rounds, see module docstring) to every successful variant row.
+    ``paired_rounds`` (default :data:`PAIRED_ROUNDS`) adds the drift-robust
+    ``paired_speedup`` (interleaved baseline/variant rounds, see module
+    docstring), the headline, to every successful variant row; the unpaired
+    timing then gets ``1 - PAIRED_SHARE`` of ``timing.max_time_s``, so the sweep
+    takes about as long as an unpaired one with fewer unpaired samples per
+    row. ``paired_rounds=0`` times unpaired only, with the full cap.
     """
     if isinstance(model, VariantModel) or getattr(model, "variant", BASELINE) != BASELINE:
         raise InvalidInputError(f"run_variant_sweep needs the {BASELINE} baseline model, not a variant.")
-    sizes = _check_batch_sizes(batch_sizes)
+    sizes = check_batch_sizes(batch_sizes)
     model.prepare_input(1, seq_len)  # validate seq_len before anything runs
     requested = default_variants(model, include_compile=include_compile) if variants is None else list(variants)
     specs = [BASELINE]
@@ -705,7 +743,38 @@ def run_variant_sweep(model: ModelWrapper, variants: Iterable[str] | None = None
     for column in SWEEP_COLUMNS:
         if column not in df:
             df[column] = None
-    return add_speedups(df[list(SWEEP_COLUMNS)])
+    return add_verdicts(add_speedups(df[list(SWEEP_COLUMNS)]))
+
+
+def headline_columns(df: pd.DataFrame, by: str = "auto") -> tuple[tuple[str, str, str], str]:
+    """``((speedup, ci_low, ci_high), measure name)`` of the headline speedup: paired where measured."""
+    if by not in ("auto", "paired", "medians"):
+        raise InvalidInputError(f"by must be 'auto', 'paired' or 'medians', got {by!r}.")
+    paired = by == "paired" or (by == "auto" and "paired_speedup" in df and df["paired_speedup"].notna().any())
+    if paired:
+        return ("paired_speedup", "paired_speedup_ci_low", "paired_speedup_ci_high"), "paired rounds"
+    return ("speedup_vs_baseline", "speedup_ci_low", "speedup_ci_high"), "ratio of medians"
+
+
+def speedup_verdict(speedup: float, low: float, high: float) -> str | None:
+    """``"faster"``, ``"slower"``, ``"no significant difference"`` (95% CI contains 1) or ``"too few samples"``."""
+    if pd.isna(speedup):
+        return None
+    if pd.isna(low) or pd.isna(high):
+        return "too few samples"
+    if low <= 1 <= high:
+        return "no significant difference"
+    return "faster" if low > 1 else "slower"
+
+
+def add_verdicts(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
+    """Fill ``speedup_verdict`` from the headline speedup of each variant row (baseline rows stay empty)."""
+    df = df.copy()
+    (speed, low, high), _ = headline_columns(df, by)
+    values = [None if variant == BASELINE else speedup_verdict(*(pd.to_numeric(pd.Series([a, b, c])).tolist()))
+              for variant, a, b, c in zip(df["variant"], df[speed], df[low], df[high])]
+    df["speedup_verdict"] = pd.Series(values, index=df.index, dtype=object)
+    return df
 
 
 # -- recommendation -------------------------------------------------------------
@@ -714,69 +783,87 @@ def _format_speedup(speedup: float, low: float, high: float, median_ms: float, m
     return f"{speedup:.2f}x ({measure}; {interval}; median {median_ms:.4g} ms)"
 
 
-def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
-    """Per model, device and batch size: the fastest variant with ``status="ok"`` and ``accuracy_ok``.
+#: Why :func:`recommend` keeps the baseline, in the order they are checked.
+REFUSALS = {"busy": "machine busy during measurement", "samples": "not enough samples",
+            "none": "no variant beats the baseline"}
 
-    "Fastest" is the highest speedup: ``paired_speedup`` where the sweep
-    measured it (``by="auto"``, or ``by="paired"``), else ``speedup_vs_baseline``
-    (``by="medians"``). The output's ``speedup_*`` columns hold the measure
-    used and ``speedup_measure`` names it. The ``recommendation`` column says
-    it in one line, with the interval and the accuracy it costs;
-    ``distinguishable`` is False when the interval includes 1 (or is missing),
-    and ``runner_up`` names the next safe variant. A variant outside tolerance
-    is never chosen.
+
+def _flagged(frame: pd.DataFrame) -> pd.Series:
+    if "interference" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["interference"].map(lambda value: value is True or value == 1 or str(value).lower() == "true")
+
+
+def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
+    """Per model, device and batch size: the fastest variant that is safe to recommend, or the baseline and why.
+
+    A variant qualifies only if it ran (``status="ok"``), passed the accuracy
+    guard, was not flagged for interference (nor, for the ratio of medians,
+    was its baseline), and its headline speedup's 95% CI lies above 1 (a NaN
+    CI or one containing 1 never qualifies). "Headline" is ``paired_speedup``
+    where the sweep measured it (``by="auto"`` or ``"paired"``), else
+    ``speedup_vs_baseline`` (``by="medians"``); ``speedup_measure`` names it.
+    When nothing qualifies the baseline is kept and ``reason`` says why, from
+    :data:`REFUSALS`: a faster-looking variant was flagged ("machine busy
+    during measurement"), had no CI ("not enough samples"), or none beat the
+    baseline. ``runner_up`` names the next qualifying variant.
     """
-    if by not in ("auto", "paired", "medians"):
-        raise InvalidInputError(f"recommend(by=...) must be 'auto', 'paired' or 'medians', got {by!r}.")
-    paired = by == "paired" or (by == "auto" and "paired_speedup" in df and df["paired_speedup"].notna().any())
-    columns = (("paired_speedup", "paired_speedup_ci_low", "paired_speedup_ci_high") if paired
-               else ("speedup_vs_baseline", "speedup_ci_low", "speedup_ci_high"))
-    measure = "paired rounds" if paired else "ratio of medians"
+    (speed, low, high), measure = headline_columns(df, by)
     df = df.copy()
-    if paired:  # the baseline against itself
-        df.loc[(df["variant"] == BASELINE) & (df["status"] == "ok"), list(columns)] = 1.0
-    speed, low, high = columns
+    df["_flagged"] = _flagged(df)
     rows = []
     for (model, device, size), group in df.groupby(["model", "device", "batch_size"], sort=True):
         ran = group["status"] == "ok"
-        safe = group[ran & (group["accuracy_ok"] == True) & group[speed].notna()]  # noqa: E712 - NaN/None excluded
-        safe = safe.sort_values(speed, ascending=False)
         rejected = int((ran & (group["accuracy_ok"] == False)).sum())  # noqa: E712
         base = {"model": model, "device": device, "batch_size": int(size), "speedup_measure": measure}
-        if safe.empty:
-            rows.append({**base, "variant": None, "speedup_vs_baseline": math.nan, "speedup_ci_low": math.nan,
-                         "speedup_ci_high": math.nan, "distinguishable": False, "runner_up": None,
-                         "rejected_for_accuracy": rejected,
-                         "recommendation": f"{model} on {device}, batch {size}: no variant (not even the baseline) "
-                                           "ran and passed the accuracy guard."})
+        baseline = group[ran & (group["variant"] == BASELINE)]
+        baseline_flagged = bool(baseline["_flagged"].any()) and measure == "ratio of medians"
+        accurate = group[ran & (group["variant"] != BASELINE) & (group["accuracy_ok"] == True)  # noqa: E712
+                         & group[speed].notna()]
+        flagged = accurate["_flagged"] | baseline_flagged
+        has_ci = accurate[low].notna() & accurate[high].notna()
+        qualified = accurate[~flagged & has_ci & (accurate[low] > 1)].sort_values(speed, ascending=False)
+        if qualified.empty:
+            looks_faster = accurate[accurate[speed] > 1]
+            if looks_faster.empty:
+                reason = REFUSALS["none"]
+            elif (flagged[looks_faster.index]).any():
+                reason = REFUSALS["busy"]
+            elif (~has_ci[looks_faster.index]).any():
+                reason = REFUSALS["samples"]
+            else:
+                reason = REFUSALS["none"]
+            kept = BASELINE if not baseline.empty else None
+            text = (f"{model} on {device}, batch {size}: keep {BASELINE}; {reason}." if kept else
+                    f"{model} on {device}, batch {size}: no variant (not even the baseline) ran and passed the "
+                    "accuracy guard.")
+            rows.append({**base, "variant": kept, "speedup_vs_baseline": 1.0 if kept else math.nan,
+                         "speedup_ci_low": math.nan, "speedup_ci_high": math.nan,
+                         "latency_p50_ms": baseline["latency_p50_ms"].iloc[0] if kept else math.nan,
+                         "rel_error": math.nan, "cosine_similarity": math.nan, "distinguishable": False,
+                         "runner_up": None, "rejected_for_accuracy": rejected, "reason": reason if kept else
+                         "nothing ran", "recommendation": text})
             continue
-        best = safe.iloc[0]
-        runner_up = safe.iloc[1]["variant"] if len(safe) > 1 else None
-        distinguishable = bool(best[low] > 1)  # False when there is no interval
-        if best["variant"] == BASELINE:
-            text = f"{model} on {device}, batch {size}: keep {BASELINE}; no safe variant was faster."
-        else:
-            text = (f"{model} on {device}, batch {size}: use {best['variant']}, "
-                    f"{_format_speedup(best[speed], best[low], best[high], best['latency_p50_ms'], measure)} vs "
-                    f"{BASELINE}; rel. error {best['rel_error']:.2g}, worst-row cosine {best['cosine_similarity']:.5f}"
-                    f" ({best['tolerance'].split(';')[0]})")
-            if pd.isna(best[low]):
-                text += "; without an interval the gain is unconfirmed"
-            elif not distinguishable:
-                text += "; the gain is within measurement noise"
-            text += "."
+        best = qualified.iloc[0]
+        text = (f"{model} on {device}, batch {size}: use {best['variant']}, "
+                f"{_format_speedup(best[speed], best[low], best[high], best['latency_p50_ms'], measure)} vs "
+                f"{BASELINE}; rel. error {best['rel_error']:.2g}, worst-row cosine {best['cosine_similarity']:.5f}"
+                f" ({str(best['tolerance']).split(';')[0]}).")
         rows.append({**base, "variant": best["variant"], "speedup_vs_baseline": best[speed],
                      "speedup_ci_low": best[low], "speedup_ci_high": best[high],
                      "latency_p50_ms": best["latency_p50_ms"], "rel_error": best["rel_error"],
-                     "cosine_similarity": best["cosine_similarity"], "distinguishable": distinguishable,
-                     "runner_up": runner_up, "rejected_for_accuracy": rejected, "recommendation": text})
+                     "cosine_similarity": best["cosine_similarity"], "distinguishable": True,
+                     "runner_up": qualified.iloc[1]["variant"] if len(qualified) > 1 else None,
+                     "rejected_for_accuracy": rejected, "reason": None, "recommendation": text})
     return pd.DataFrame(rows)
 
 
 __all__ = [
     "ACCURACY_COLUMNS", "BASELINE", "DEFAULT_COMBINATIONS", "SPEEDUP_DEFINITION", "SWEEP_COLUMNS", "VARIANTS",
     "VARIANT_COLUMNS", "UnknownVariantError", "Variant", "VariantError", "VariantModel", "VariantNotApplicableError",
-    "add_speedups", "apply_variant", "paired_speedup", "paired_timing", "canonical_spec", "default_variants", "describe_variants", "list_variants",
+    "PAIRED_ROUNDS", "PAIRED_SHARE", "REFUSALS", "add_speedups", "add_verdicts", "headline_columns",
+    "speedup_verdict", "apply_variant", "paired_speedup", "unpaired_timing",
+    "canonical_spec", "default_variants", "describe_variants", "list_variants",
     "parse_spec", "recommend", "register_variant", "run_variant_sweep", "unavailable_reason",
     "unregister_variant", "warm_up_compiled",
 ]

@@ -43,6 +43,8 @@ def test_vision_sweep_rows_are_complete_and_consistent(resnet):
     assert list(df["batch_size"]) == [1, 2]
     assert (df["status"] == "ok").all() and df["error"].isna().all()
     assert (df[["model", "device", "variant"]].values == ["resnet50", "cpu", "eager-fp32"]).all()
+    assert df["interference"].isin([True, False]).all()  # measured, whatever the machine's state
+    assert df["interference_detail"].str.contains("CPU cores").all()
     for row in df.itertuples():
         samples = np.array(row.samples_ms)
         assert len(samples) == row.n_samples >= 1

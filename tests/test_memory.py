@@ -76,6 +76,31 @@ def test_memory_vs_batch_records_oom_and_skips_larger_sizes(tiny_resnet, monkeyp
     assert table["kv_cache_mb"].isna().all()  # not a causal LM
 
 
+def test_activation_workspace_is_floored_at_zero_and_says_so(tiny_gpt2, monkeypatch):
+    real_measure = memory.measure_peak_memory
+
+    def measure(fn, device, calls=3):  # RSS rose less than the KV cache it holds (allocator reuse)
+        return {**real_measure(fn, device, calls), "activation_memory_mb": 0.0}
+
+    monkeypatch.setattr(memory, "measure_peak_memory", measure)
+    table = memory_vs_batch(tiny_gpt2, [1], seq_len=32, calls=1)
+    assert table.loc[0, "kv_cache_mb"] > 0
+    assert table.loc[0, "activation_workspace_mb"] == 0.0 and bool(table.loc[0, "activation_workspace_floored"])
+    assert "floored at 0" in table.attrs["definitions"]["activation_workspace_mb"]
+
+
+def test_memory_vs_batch_lets_invalid_input_through(tiny_resnet, monkeypatch):
+    with pytest.raises(InvalidInputError, match="batch_sizes"):
+        memory_vs_batch(tiny_resnet, [0])
+
+    def invalid(fn, device, calls=3):
+        raise InvalidInputError("the caller's mistake")
+
+    monkeypatch.setattr(memory, "measure_peak_memory", invalid)
+    with pytest.raises(InvalidInputError, match="the caller's mistake"):
+        memory_vs_batch(tiny_resnet, [1], calls=1)
+
+
 def test_memory_timeline_samples_rss_across_one_forward(tiny_resnet):
     table = memory_timeline(tiny_resnet, 4)
     assert set(table["metric"]) == {"rss"}

@@ -24,26 +24,56 @@ def sweep():
     return pd.concat([df, failed], ignore_index=True)
 
 
-def test_save_chart_ships_plotly_js_once_per_folder_and_no_network(tmp_path, sweep):
-    first = plots.save_chart(plots.latency_percentiles(sweep), tmp_path / "charts", "latency")
+def test_save_chart_references_one_shared_plotly_js_at_the_run_root(tmp_path, sweep):
+    (tmp_path / "run.json").write_text("{}")
+    charts = tmp_path / "cpu" / "model" / "charts"
+    first = plots.save_chart(plots.latency_percentiles(sweep), charts, "latency")
     second = plots.save_chart(plots.throughput(sweep), tmp_path / "charts", "throughput")
-    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == ["latency.html", "plotly.min.js",
-                                                                        "throughput.html"]
-    assert (tmp_path / "charts" / "plotly.min.js").stat().st_size > 1_000_000
-    for path in (first, second):
+    assert sorted(p.name for p in charts.iterdir()) == ["latency.html"]  # no per-folder copy of plotly.js
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
+    for path, src in ((first, "../../../plotly.min.js"), (second, "../plotly.min.js")):
         html = path.read_text()
-        assert re.search(r"<script[^>]* src=\"plotly.min.js\"", html) and "Plotly.newPlot" in html
-        assert re.findall(r'src="([^"]*)"', html) == ["plotly.min.js"]  # no CDN script: opens offline
+        assert "Plotly.newPlot" in html and len(html) < 200_000
+        assert re.findall(r'src="([^"]*)"', html) == [src]  # no CDN script: opens offline
 
 
-def test_notebook_renderer_emits_json_bundle_and_offline_html(sweep):
+def test_save_chart_without_a_run_keeps_plotly_js_beside_the_chart(tmp_path, sweep):
+    plots.save_chart(plots.throughput(sweep), tmp_path / "charts", "throughput")
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == ["plotly.min.js", "throughput.html"]
+
+
+def test_notebook_renderer_stores_only_the_plotly_json(sweep):
     plots.use_notebook_renderer()
     assert pio.renderers.default == plots.NOTEBOOK_RENDERER
     bundle = pio.renderers._build_mime_bundle(plots.throughput(sweep).to_dict())
-    assert "application/vnd.plotly.v1+json" in bundle  # what JupyterLab draws
-    html = bundle["text/html"]  # what nbconvert --to html keeps
-    assert "Plotly.newPlot" in html and 'class="plotly-graph-div"' in html
-    assert "<script src" not in html and "src=" not in html  # no MathJax or plotly.js CDN: works offline
+    assert set(bundle) == {"application/vnd.plotly.v1+json"}  # what JupyterLab draws; no 4.8 MB plotly.js copy
+
+
+def test_html_export_hides_code_and_loads_the_shared_plotly_js_without_cdn(tmp_path, sweep):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+    from infopt import htmlexport
+
+    (tmp_path / "run.json").write_text("{}")
+    figure = plots.throughput(sweep).to_plotly_json()
+    nb = new_notebook(cells=[
+        new_markdown_cell("# Title"),
+        new_code_cell("secret_code_line = 1", outputs=[new_output(
+            "display_data", data={htmlexport.PLOTLY_MIME: figure, "text/plain": "Figure"})]),
+        new_code_cell("print('x')", outputs=[new_output("stream", name="stdout", text="printed text\n")])])
+    path = tmp_path / "cpu" / "m" / "benchmark.ipynb"
+    path.parent.mkdir(parents=True)
+    nbformat.write(nb, str(path))
+    html = htmlexport.export_html(path).read_text()
+    assert "secret_code_line" not in html and "printed text" in html and "Title" in html
+    assert html.count('class="plotly-graph-div"') == 1 and "Plotly.newPlot" in html
+    assert re.findall(r'<script[^>]*src="([^"]*)"', html) == ["../../plotly.min.js"]
+    assert not re.search(r'(src|href)="https?:', html)  # no require.js, MathJax or widget CDN
+    assert "mathjax" not in html.lower() and "require.js" not in html.lower()
+    assert (tmp_path / "plotly.min.js").is_file() and len(html) < 1_000_000
+    shown = htmlexport.notebook_to_html(nb, path.parent, show_code=True)
+    assert "secret_code_line" in shown
 
 
 def test_latency_percentiles_plots_ci_of_the_median_and_skips_failed_points(sweep):
@@ -96,11 +126,43 @@ def test_speedup_vs_accuracy_marks_failed_guard_and_baseline():
         "speedup_vs_baseline": [1.0, 2.0, 3.0], "speedup_ci_low": [0.98, 1.9, 2.8],
         "speedup_ci_high": [1.02, 2.1, 3.2], "rel_error": [0.0, 1e-3, 0.2], "accuracy_ok": [True, True, False]})
     fig = plots.speedup_vs_accuracy(df)
-    failed = next(t for t in fig.data if "FAILED" in t.name)
-    assert list(failed.text) == ["int8-dynamic"] and failed.marker.symbol == "x"
-    passed = next(t for t in fig.data if "accuracy ok" in t.name)
-    assert list(passed.x)[0] == pytest.approx(1e-12)  # exact result drawn at the left edge of the log axis
+    by_name = {t.name: t for t in fig.data}
+    assert sorted(by_name) == ["bf16", "eager-fp32", "int8-dynamic"]
+    assert list(by_name["int8-dynamic"].marker.symbol) == ["x"] and list(by_name["bf16"].marker.symbol) == ["circle"]
+    assert list(by_name["eager-fp32"].x)[0] == pytest.approx(1e-12)  # exact result at the left edge of the log axis
+    assert all(t.mode == "markers" for t in fig.data)  # names in legend and hover, no piled-up text labels
     assert fig.layout.shapes[0].y0 == 1.0  # baseline line
+
+
+def test_speedup_vs_accuracy_draws_each_point_once_without_an_accuracy_column():
+    df = pd.DataFrame({"variant": ["a", "b"], "batch_size": [1, 1], "status": ["ok", "ok"],
+                       "speedup_vs_baseline": [1.0, 1.5]})
+    fig = plots.speedup_vs_accuracy(df)
+    assert sum(len(t.x) for t in fig.data) == 2
+    assert {s for t in fig.data for s in t.marker.symbol} == {"diamond"}  # "not checked", neither ok nor FAILED
+
+
+def test_speedup_vs_accuracy_stays_readable_with_many_variants_and_batches():
+    variants = [f"variant-{i}" for i in range(24)]
+    df = pd.DataFrame([{"variant": v, "batch_size": b, "status": "ok", "speedup_vs_baseline": 1 + i / 10,
+                        "rel_error": 1e-3, "accuracy_ok": True} for i, v in enumerate(variants) for b in (1, 8)])
+    fig = plots.speedup_vs_accuracy(df)
+    assert len(fig.data) == 48 and sum(bool(t.showlegend) for t in fig.data) == 24  # one legend entry per variant
+    assert len({t.marker.color for t in fig.data}) == 24  # distinct colours
+    assert {t.xaxis for t in fig.data} == {"x", "x2"}  # one panel per batch size
+    assert [a.text for a in fig.layout.annotations][:2] == ["batch 1", "batch 8"]
+
+
+def test_batch_size_axes_tick_only_the_measured_sizes(sweep):
+    for fig in (plots.latency_percentiles(sweep), plots.throughput(sweep),
+                plots.compare(sweep, "batch_size", "latency_p50_ms", title="t", x_label="x", y_label="y")):
+        assert list(fig.layout.xaxis.tickvals) == [1, 2] and list(fig.layout.xaxis.ticktext) == ["1", "2"]
+        assert fig.layout.xaxis.tickmode == "array"
+
+
+def test_kv_cache_chart_of_no_rows_is_a_labelled_empty_chart():
+    fig = plots.kv_cache(pd.DataFrame({"cache_seq_len": [], "measured_mb": [], "analytic_mb": [], "source": []}))
+    assert not fig.data and fig.layout.annotations
 
 
 def test_time_breakdown_keeps_top_entries_and_sums_the_rest():
@@ -125,5 +187,8 @@ def test_explore_builds_widgets_without_blocking(sweep):
     assert "latency_p50_ms" in dropdowns[-1].options
 
 
-def test_figures_are_json_serialisable(sweep):
-    json.dumps(plots.latency_distribution(sweep).to_plotly_json(), default=str)
+def test_figures_survive_a_json_round_trip(sweep):
+    fig = plots.latency_distribution(sweep)
+    again = pio.from_json(json.dumps(fig.to_plotly_json(), default=str))
+    assert [list(trace.y) for trace in again.data] == [list(trace.y) for trace in fig.data]
+    assert again.layout.title.text == fig.layout.title.text

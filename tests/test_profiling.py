@@ -27,7 +27,7 @@ def gpt2_profile(tiny_gpt2, tmp_path_factory):
     return result
 
 
-def test_trace_is_valid_chrome_json_with_module_scopes(gpt2_profile):
+def test_trace_is_chrome_json_with_module_scopes(gpt2_profile):
     assert gpt2_profile.trace_path.name == "trace.json"
     data = json.loads(gpt2_profile.trace_path.read_text())
     names = {event.get("name", "") for event in data["traceEvents"]}

@@ -146,3 +146,69 @@ def test_helpers():
     assert safe_name("cuda:0") == "cuda-0"
     assert results_paths("out", "resnet50", "cpu", "profile_ops")["csv"].name == "resnet50_cpu_profile_ops.csv"
     assert to_jsonable({"a": (np.float32(0.5), pd.NA, float("-inf"))}) == {"a": [0.5, None, None]}
+
+
+@pytest.mark.parametrize("field, value", [("raw_samples", 5), ("columns", 7), ("rows", [1, 2]),
+                                          ("raw_samples", [1, 2]), ("config", "x")])
+def test_valid_json_of_the_wrong_shape_is_skipped_with_a_warning(tmp_path, field, value):
+    save_results(sample_frame("gpt2"), tmp_path / "good", "gpt2", "cpu", env=ENV)
+    paths = save_results(sample_frame(), tmp_path / "bad", "resnet50", "cpu", env=ENV)
+    document = json.loads(paths["json"].read_text())
+    document[field] = value
+    paths["json"].write_text(json.dumps(document))
+    paths["csv"].unlink()
+    with pytest.warns(UserWarning, match=f"Skipping {paths['json']}.*'{field}'"):
+        loaded = load_results(tmp_path)
+    assert list(loaded["model"].unique()) == ["gpt2"]
+    with pytest.raises(results.ResultsFormatError, match=field):
+        load_results(paths["json"])
+
+
+def test_a_corrupt_json_no_longer_hides_the_intact_csv_of_the_same_result(tmp_path):
+    paths = save_results(sample_frame(), tmp_path / "cpu", "resnet50", "cpu", kind="memory_timeline", env=ENV)
+    paths["json"].write_text('{"schema_version": 1, "rows": [{"mod')  # truncated by a crash
+    with pytest.warns(UserWarning, match="reading the CSV of the same result instead"):
+        loaded = load_results(tmp_path, kind="memory_timeline")
+    assert len(loaded) == 2 and set(loaded["kind"]) == {"memory_timeline"}
+    assert loaded["source_file"].iloc[0] == str(paths["csv"])
+
+
+def test_kind_of_a_csv_is_read_with_model_names_that_hold_underscores(tmp_path):
+    paths = save_results(sample_frame("torchvision:vit_b_16"), tmp_path, "torchvision:vit_b_16", "cpu", env=ENV)
+    paths["json"].unlink()
+    assert set(load_results(tmp_path, kind="results")["kind"]) == {"results"}
+
+
+def test_dot_named_run_folders_are_read_but_hidden_files_and_checkpoints_are_not(tmp_path):
+    run = tmp_path / ".nightly"
+    save_results(sample_frame(), run / "cpu" / "resnet50", "resnet50", "cpu", env=ENV)
+    (run / "run.json").write_text("{}")
+    save_results(sample_frame("gpt2"), tmp_path / "r" / ".ipynb_checkpoints", "gpt2", "cpu", env=ENV)
+    (tmp_path / "r" / ".distilbert_cpu_results.json.x.tmp").write_text("{}")
+    loaded = load_results(tmp_path)
+    assert list(loaded["model"].unique()) == ["resnet50"]
+
+
+def test_writing_results_leaves_the_process_umask_alone(tmp_path, monkeypatch):
+    def refuse(mask):
+        raise AssertionError("results.py must not change the process umask")
+    monkeypatch.setattr(os, "umask", refuse)
+    paths = save_results(sample_frame(), tmp_path, "resnet50", "cpu", env=ENV)
+    save_json({"a": 1}, tmp_path / "x.json")
+    for path in [*paths.values(), tmp_path / "x.json"]:
+        assert path.stat().st_mode & 0o777 == results.FILE_MODE == 0o644
+
+
+def test_the_report_reads_a_dot_named_run_and_skips_a_manifest_that_is_not_an_object(tmp_path):
+    from infopt import report
+
+    save_results(sample_frame(), tmp_path / ".nightly" / "cpu" / "resnet50", "resnet50", "cpu", env=ENV)
+    (tmp_path / ".nightly" / "run.json").write_text(json.dumps({"status": "succeeded", "notebooks": []}))
+    save_results(sample_frame("gpt2"), tmp_path / "odd" / "cpu" / "gpt2", "gpt2", "cpu", env=ENV)
+    (tmp_path / "odd" / "run.json").write_text("[1, 2, 3]")
+    with pytest.warns(UserWarning, match="odd/run.json: it is not a JSON object"):
+        gathered = report.gather(tmp_path)
+    assert sorted(gathered["run"].unique()) == [".nightly", "odd"]
+    with pytest.warns(UserWarning, match="not a JSON object"):
+        runs = report.runs(tmp_path)
+    assert list(runs["run"]) == [".nightly"]

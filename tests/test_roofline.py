@@ -34,7 +34,66 @@ def test_cpu_peaks_are_positive_and_below_the_theoretical_peak(cpu_peaks):
     if bandwidth["llc_bytes"]:
         assert bandwidth["buffer_bytes"] >= 4 * bandwidth["llc_bytes"]
     table = peaks_table(cpu_peaks)
-    assert list(table["quantity"]) == ["matmul float32", "matmul bfloat16", "copy bandwidth"]
+    assert list(table["quantity"]) == ["compute float32", "compute bfloat16", "copy bandwidth"]
+
+
+def test_measured_peak_is_the_best_kernel_family_and_names_it(cpu_peaks):
+    compute = cpu_peaks["compute"]["float32"]
+    matmul, conv = cpu_peaks["matmul"]["float32"], cpu_peaks["conv"]["float32"]
+    assert compute["measured_flops_per_s"] == max(matmul["measured_flops_per_s"], conv["measured_flops_per_s"])
+    assert peak_flops(cpu_peaks, "float32") == compute["measured_flops_per_s"]
+    winner = conv if compute["family"] == "conv" else matmul
+    assert winner["measured_flops_per_s"] == compute["measured_flops_per_s"]
+    assert compute["kernel"] in (conv["kernel"], f"matmul {matmul['size']}x{matmul['size']}")
+    kernels = list(conv["by_kernel"])
+    for family in ("conv3x3 channels_last", "conv3x3 contiguous", "conv1x1 channels_last", "conv1x1 contiguous"):
+        assert any(k.startswith(family) for k in kernels), family
+    assert peaks_table(cpu_peaks).at[0, "note"] == compute["kernel"]
+
+
+def test_quick_peaks_use_smaller_cpu_sizes_than_full():
+    from infopt.peaks import _CONV_SHAPES, _conv_batch, _matmul_sizes
+
+    assert max(_matmul_sizes("cpu", True)) < max(_matmul_sizes("cpu", False))
+    assert _conv_batch("cpu", True) < _conv_batch("cpu", False)
+    quick_flops = max(k * k * ci * co * s * s for k, ci, co, s in _CONV_SHAPES[True])
+    full_flops = max(k * k * ci * co * s * s for k, ci, co, s in _CONV_SHAPES[False])
+    assert quick_flops < full_flops
+
+
+def test_peak_flops_reads_older_matmul_only_files():
+    old = {"matmul": {"float32": {"status": "ok", "measured_flops_per_s": 5e9}}}
+    assert peak_flops(old, "float32") == 5e9
+
+
+def test_points_above_roof_are_explained(tiny_resnet, cpu_peaks):
+    # a deliberately low peak puts convolutions above their roof: stride-1 3x3 ones are labelled as possible
+    # reduced-FLOP (Winograd/FFT) kernels with nominal FLOPs and rate; others say the peak or count is wrong
+    from infopt.roofline import REDUCED_FLOP_NOTE, UNEXPLAINED_NOTE, reduced_flop_candidates
+
+    low = {**cpu_peaks, "compute": {"float32": {"status": "ok", "measured_flops_per_s": 1e6, "kernel": "fake"}}}
+    result = roofline(tiny_resnet, 1, peaks=low, timing=TimingConfig.quick())
+    above = result.points_above_roof()
+    candidates = reduced_flop_candidates(tiny_resnet.module)
+    assert "layer1.0.conv2" in candidates and "layer1.0.conv1" not in candidates  # 3x3 vs 1x1
+    assert "conv1" not in candidates  # 7x7 stride 2
+    modules = above[above["level"] == "module"].set_index("name")
+    assert modules.at["layer1.0.conv2", "roof_note"].startswith(REDUCED_FLOP_NOTE[:20])
+    assert "GFLOP" in modules.at["layer1.0.conv2", "roof_note"]
+    assert modules.at["layer1.0.conv1", "roof_note"] == UNEXPLAINED_NOTE
+    assert any("Winograd" in note for note in result.notes) and any("WARNING" in n for n in result.notes)
+    assert result.whole_model["peak_kernel"] == "fake"
+    largest = result.largest_roof_fractions()
+    assert list(largest["level"]) == ["operator", "module", "model"]
+    assert (result.points()["roof_note"].fillna("") == "").sum() > 0  # points within their roof carry no note
+
+
+def test_no_full_size_convolution_sits_above_its_roof(cpu_peaks):
+    # the rule on convolutions large enough to matter (issue #18): full-width resnet50 at 224x224
+    model = infopt.load_model("resnet50")
+    result = roofline(model, 2, peaks=cpu_peaks, timing=TimingConfig.quick())
+    above = result.points_above_roof(ROOF_TOLERANCE)
+    assert above.empty, above
 
 
 def test_peaks_reject_unknown_dtype():

@@ -6,6 +6,7 @@ start and finish in seconds; the real notebooks run in test_end_to_end.py.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from infopt import runner
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 FAIL_ENV = "INFOPT_TEST_FAIL_MODEL"
+SLEEP_ENV = "INFOPT_TEST_SLEEP"  # "<model>=<seconds>": that model's notebook sleeps in its second cell
 
 MODEL_PARAMS = '''\
 model: str = "resnet50"  # model
@@ -34,7 +36,8 @@ batch_sizes: list = [1]  # batch sizes
 seq_len: int = 128  # tokens
 prompt_lengths: list = [32]  # prompts
 no_cache_prompt_lengths: list = [32]  # prompts without cache
-new_tokens: int = 8  # generated tokens'''
+new_tokens: int = 8  # generated tokens
+max_time_s: float = 15.0  # time cap'''
 
 MODEL_BODY = '''\
 import os, sys, json, pathlib
@@ -46,6 +49,16 @@ target = out / f"{model}_stub.json"
 if target.exists() and not overwrite:
     raise FileExistsError(target)
 target.write_text(json.dumps({"executable": sys.executable, "batch_sizes": batch_sizes}))''' % FAIL_ENV
+
+SLEEP_BODY = '''\
+import os, pathlib, time
+name, _, seconds = os.environ.get("%s", "=").partition("=")
+if name == model and seconds.startswith("until:"):  # wait for the test to create a file (at most 5 minutes)
+    deadline = time.monotonic() + 300
+    while not pathlib.Path(seconds[6:]).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+elif name == model:
+    time.sleep(float(seconds))''' % SLEEP_ENV
 
 REPORT_PARAMS = '''\
 results_dir: str = "../results"  # results
@@ -59,10 +72,10 @@ found = sorted(p.name for p in pathlib.Path(output_dir).rglob("*_stub.json"))
 pathlib.Path(output_dir, "report_saw.txt").write_text("\\n".join(found))'''
 
 
-def _notebook(path: Path, params: str, body: str) -> None:
+def _notebook(path: Path, params: str, *bodies: str) -> None:
     cell = new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[cell, new_code_cell(body)])
+    nb = new_notebook(cells=[cell, *map(new_code_cell, bodies)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
 
@@ -71,7 +84,7 @@ def _notebook(path: Path, params: str, body: str) -> None:
 def stub_notebooks(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _notebook(folder / "benchmark.ipynb", MODEL_PARAMS, MODEL_BODY)
+    _notebook(folder / "benchmark.ipynb", MODEL_PARAMS, SLEEP_BODY, MODEL_BODY)
     _notebook(folder / "report.ipynb", REPORT_PARAMS, REPORT_BODY)
     return folder
 
@@ -236,14 +249,356 @@ def test_committed_notebooks_have_one_documented_parameters_cell_and_no_outputs(
         assert {"model", "device", "size", "quick", "output_dir", "interactive"} <= set(declared)
 
 
-def test_committed_notebooks_match_their_builder(tmp_path):
-    """notebooks/_build_notebooks.py is the source of truth; the committed files must be its output."""
-    import importlib.util
+def test_committed_notebooks_are_generated_from_their_percent_sources(tmp_path):
+    """notebooks/<name>.py is the source; each committed .ipynb must be exactly what it generates."""
+    from infopt import notebook
 
-    spec = importlib.util.spec_from_file_location("nb_builder", NOTEBOOKS / "_build_notebooks.py")
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
-    builder.HERE = tmp_path
-    builder.main()
-    for name in ("benchmark", "profile", "memory", "optimize", "report"):
-        assert (tmp_path / f"{name}.ipynb").read_text() == (NOTEBOOKS / f"{name}.ipynb").read_text(), name
+    sources = notebook.notebook_sources()
+    assert [p.stem for p in sources] == sorted(["benchmark", "profile", "memory", "optimize", "report"])
+    assert notebook.stale_notebooks() == []
+    # and the check bites: an edited source makes its notebook stale, sync repairs it
+    for source in sources:
+        (tmp_path / source.name).write_text(source.read_text())
+        (tmp_path / source.with_suffix(".ipynb").name).write_text(source.with_suffix(".ipynb").read_text())
+    edited = tmp_path / "memory.py"
+    edited.write_text(edited.read_text().replace("timeline_batch_size: int = 8", "timeline_batch_size: int = 2"))
+    assert notebook.stale_notebooks(tmp_path) == [tmp_path / "memory.ipynb"]
+    assert notebook.sync_notebooks(tmp_path) == [tmp_path / "memory.ipynb"]
+    assert notebook.stale_notebooks(tmp_path) == []
+    assert papermill.inspect_notebook(str(tmp_path / "memory.ipynb"))["timeline_batch_size"]["default"] == "2"
+
+
+@pytest.mark.parametrize("name", ["benchmark", "profile", "memory", "optimize"])
+def test_notebook_defaults_are_the_full_preset(name):
+    """The notebooks' literal defaults and the runner's parameters come from one preset (infopt.presets.FULL)."""
+    from infopt import presets
+
+    declared = papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
+    for key, value in presets.FULL.notebook_parameters(name).items():
+        assert key in declared, key
+        assert ast.literal_eval(declared[key]["default"]) == value, (name, key)
+
+
+def test_runner_parameters_come_from_the_preset(tmp_path):
+    from infopt import presets
+
+    args = runner.build_parser().parse_args(["--device", "cpu", "--output", str(tmp_path), "--run-name", "x"])
+    plan = runner.build_plan(args)
+    assert plan.settings["preset"] == "full-cpu"
+    assert plan.settings["preset_values"]["benchmark_max_time_s"] == presets.CPU_BENCHMARK_MAX_TIME_S
+    optimize = next(job for job in plan.jobs if job.key == "gpt2/optimize")
+    assert optimize.parameters["max_time_s"] == presets.CPU_VARIANT_MAX_TIME_S
+    assert optimize.parameters["include_compile"] is False
+    profile = next(job for job in plan.jobs if job.key == "resnet50/profile")
+    assert profile.parameters["batch_size"] == 8
+    assert profile.parameters["peaks_path"] == str(tmp_path.resolve() / "x" / "cpu" / "device_peaks.json")
+    args = runner.build_parser().parse_args(["--device", "cpu", "--quick", "--batch-sizes", "3", "16",
+                                             "--output", str(tmp_path), "--run-name", "y"])
+    plan = runner.build_plan(args)
+    params = {job.key: job.parameters for job in plan.jobs}
+    assert plan.settings["preset"] == "quick"
+    assert params["gpt2/memory"]["batch_sizes"] == [3, 16] and params["gpt2/memory"]["timeline_batch_size"] == 3
+    assert params["gpt2/optimize"]["batch_sizes"] == [3, 16]
+    assert params["gpt2/benchmark"]["size"] == "tiny" and params["gpt2/benchmark"]["seq_len"] == 32
+
+
+# -- faults (issue 13): every case asserts exit code, stderr lines, the manifest's final state, files left ------
+
+def _err_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _leftovers(run_dir: Path) -> list[str]:
+    """Files that must never survive a run: partial notebooks, temporary writes, the lock."""
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
+                  if ".partial" in p.name or p.name.endswith(".tmp") or p.name == ".run.lock")
+
+
+@pytest.mark.parametrize("param, message", [
+    ("device=cuda", "--param device is set by the runner: use --device instead"),
+    ("batch_sizes=[0]", "use --batch-sizes instead"),
+    ("model=gpt2", "use --models instead"),
+    ("quick=true", "use --quick instead"),
+    ("output_dir=/tmp/x", "use --output and --run-name instead"),
+    ("max_time_s=abc", "--param max_time_s=abc: expected a number (JSON syntax), got 'abc'"),
+    ("max_time_s=true", "expected a number"),
+    ("max_time_s=0", "must be above 0"),
+    ("seq_len=0", "must be at least 1"),
+    ("seq_len=2.5", "expected an integer"),
+    ("prompt_lengths=[8, 0]", "every entry must be an integer of at least 1"),
+    ("prompt_lengths=[]", "at least one length"),
+    ("new_tokens=[8]", "expected an integer"),
+    ("=3", "expected NAME=VALUE"),
+])
+def test_param_is_checked_like_the_named_flags_before_any_kernel(tmp_path, capsys, stub_notebooks, no_kernel,
+                                                                 param, message):
+    code = runner.main(_base(tmp_path, "--notebook-dir", str(stub_notebooks), "--notebooks", "benchmark",
+                             "--param", param))
+    err = capsys.readouterr().err
+    assert code == 2 and len(_err_lines(err)) == 1 and message in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_valid_params_are_converted_to_their_declared_type(tmp_path, stub_notebooks):
+    args = runner.build_parser().parse_args(_base(tmp_path, "--notebook-dir", str(stub_notebooks), "--notebooks",
+                                                  "benchmark", "--param", "max_time_s=2", "--param",
+                                                  "no_cache_prompt_lengths=[]"))
+    plan = runner.build_plan(args)
+    assert plan.settings["extra_parameters"] == {"max_time_s": 2.0, "no_cache_prompt_lengths": []}
+    benchmark = plan.jobs[0].parameters
+    assert benchmark["max_time_s"] == 2.0 and isinstance(benchmark["max_time_s"], float)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--run-name", ""], "--run-name must not be empty"),
+    (["--run-name", "x" * 300], "the limit is 120"),
+    (["--device", "gpu"], "invalid choice: 'gpu'"),
+    (["--resume"], "--resume needs the --run-name"),
+])
+def test_run_names_and_devices_are_refused_in_one_line(tmp_path, capsys, no_kernel, extra, message):
+    args = ["--device", "cpu", "--quick", "--output", str(tmp_path / "results")]
+    assert runner.main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and message in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_device_cuda_n_is_accepted_by_the_command_line():
+    args = runner.build_parser().parse_args(["--device", "cuda:1"])
+    assert args.device == "cuda:1"
+
+
+def test_output_that_is_a_file_or_read_only_is_one_line_exit_2(tmp_path, capsys, no_kernel, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert runner.main(["--device", "cpu", "--quick", "--output", str(a_file), "--run-name", "r"]) == 2
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and "is a file, not a folder" in err
+    assert a_file.read_text() == "x"
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(self))
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert runner.main(["--device", "cpu", "--quick", "--output", str(tmp_path / "ro"), "--run-name", "r"]) == 2
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and "Cannot create the run folder" in err and "read-only file system" in err
+    assert not (tmp_path / "ro").exists()
+
+
+@pytest.mark.parametrize("content, message", [("{not json", "is not readable JSON"),
+                                              ("[1, 2]", "is not a run manifest"),
+                                              ('{"settings": 3}', "is not a run manifest")])
+def test_resume_of_a_corrupt_or_non_object_manifest_is_one_line_exit_2(tmp_path, capsys, no_kernel, content,
+                                                                       message):
+    run_dir = tmp_path / "results" / "r"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(content)
+    assert runner.main(_base(tmp_path, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and message in err, err
+    assert (run_dir / "run.json").read_text() == content and sorted(p.name for p in run_dir.iterdir()) == ["run.json"]
+
+
+def _first_run(tmp_path, stub_notebooks, monkeypatch, fail="gpt2"):
+    args = _base(tmp_path, "--notebook-dir", str(stub_notebooks), "--notebooks", "benchmark", "--no-html")
+    monkeypatch.setenv(FAIL_ENV, fail)
+    assert runner.main(args) == (1 if fail == "gpt2" else 0)
+    monkeypatch.delenv(FAIL_ENV)
+    return tmp_path / "results" / "r"
+
+
+def test_resume_takes_the_runs_settings_and_refuses_contradicting_flags(tmp_path, stub_notebooks, monkeypatch,
+                                                                        capsys):
+    run_dir = _first_run(tmp_path, stub_notebooks, monkeypatch)
+    capsys.readouterr()
+    before = (run_dir / "run.json").read_text()
+    resume = ["--output", str(tmp_path / "results"), "--run-name", "r", "--resume"]
+    for extra, named in [(["--batch-sizes", "1"], "--batch-sizes 1"), (["--models", "gpt2"], "--models gpt2"),
+                         (["--notebooks", "benchmark", "memory"], "--notebooks benchmark memory"),
+                         (["--html"], "--html/--no-html True"), (["--param", "new_tokens=4"], "new_tokens=4")]:
+        assert runner.main(resume + extra) == 2
+        err = capsys.readouterr().err
+        assert len(_err_lines(err)) == 1 and "contradicts the run's recorded" in err and named in err, err
+        assert (run_dir / "run.json").read_text() == before
+    # without --quick and --notebook-dir the run continues as it started: quick, the same notebooks
+    assert runner.main(resume) == 0
+    manifest = _manifest(run_dir)
+    assert manifest["settings"]["quick"] is True and manifest["settings"]["preset"] == "quick"
+    status = {entry["key"]: entry["status"] for entry in manifest["notebooks"]}
+    assert status == {"distilbert/benchmark": "skipped", "gpt2/benchmark": "succeeded",
+                      "resnet50/benchmark": "skipped", "report": "succeeded"}
+    # every earlier attempt stays on record, with the failure it had
+    (attempt,) = manifest["previous_attempts"]
+    assert attempt["status"] == "failed"
+    failed = {n["key"]: n for n in attempt["notebooks"]}["gpt2/benchmark"]
+    assert failed["status"] == "failed" and "injected failure" in failed["error"]
+    assert _leftovers(run_dir) == []
+
+
+def test_a_live_lock_refuses_a_second_runner_and_a_stale_one_is_taken_over(tmp_path, stub_notebooks, monkeypatch,
+                                                                          capsys):
+    import socket
+
+    run_dir = _first_run(tmp_path, stub_notebooks, monkeypatch, fail="none")
+    capsys.readouterr()
+    lock = run_dir / ".run.lock"
+    resume = ["--output", str(tmp_path / "results"), "--run-name", "r", "--resume"]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": live.pid, "host": socket.gethostname()}))
+        before = (run_dir / "run.json").read_text()
+        assert runner.main(resume) == 2
+        err = capsys.readouterr().err
+        assert len(_err_lines(err)) == 1 and f"in use by process {live.pid}" in err
+        assert (run_dir / "run.json").read_text() == before and lock.is_file()
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    # the process is gone: its lock is stale, the resume proceeds and removes the lock at the end
+    assert runner.main(resume) == 0
+    assert not lock.exists() and _manifest(run_dir)["status"] == "succeeded"
+
+
+def _runner_process(tmp_path, stub_notebooks, *extra, env=None):
+    command = [sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--output",
+               str(tmp_path / "results"), "--run-name", "r", "--notebook-dir", str(stub_notebooks),
+               "--notebooks", "benchmark", "--no-html", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+                            env={**__import__("os").environ, **(env or {})})
+
+
+def _wait_for(predicate, seconds=120.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _running(run_dir: Path, key: str) -> bool:
+    try:
+        entries = {e["key"]: e for e in _manifest(run_dir)["notebooks"]}
+    except (OSError, ValueError, KeyError):
+        return False
+    return entries.get(key, {}).get("status") == "running"
+
+
+def test_concurrent_runs_of_one_name_second_refused_in_one_line(tmp_path, stub_notebooks):
+    run_dir = tmp_path / "results" / "r"
+    release = tmp_path / "release"
+    first = _runner_process(tmp_path, stub_notebooks, env={SLEEP_ENV: f"distilbert=until:{release}"})
+    try:
+        assert _wait_for(lambda: _running(run_dir, "distilbert/benchmark"))
+        second = _runner_process(tmp_path, stub_notebooks)  # same new run
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 2 and len(_err_lines(err)) == 1 and "already exists" in err, err
+        third = _runner_process(tmp_path, stub_notebooks, "--resume")  # a resume while it runs
+        out, err = third.communicate(timeout=120)
+        assert third.returncode == 2 and len(_err_lines(err)) == 1 and "is in use by process" in err, err
+        release.touch()
+        out, err = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert _err_lines(err) == [] and _manifest(run_dir)["status"] == "succeeded" and _leftovers(run_dir) == []
+
+
+@pytest.mark.parametrize("sig, code, by", [("SIGTERM", 143, "SIGTERM"), ("SIGINT", 130, "Ctrl-C")])
+def test_sigterm_and_ctrl_c_mark_the_run_interrupted_and_keep_finished_results(tmp_path, stub_notebooks, sig, code,
+                                                                              by):
+    import signal
+
+    run_dir = tmp_path / "results" / "r"
+    proc = _runner_process(tmp_path, stub_notebooks, env={SLEEP_ENV: "gpt2=60"})
+    try:
+        assert _wait_for(lambda: _running(run_dir, "gpt2/benchmark"))
+        import time
+        time.sleep(3)  # the kernel is in the sleeping cell
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    lines = _err_lines(err)
+    assert len(lines) == 1 and f"Interrupted by {by}" in lines[0], err  # no kernel or ZeroMQ traceback
+    manifest = _manifest(run_dir)
+    status = {entry["key"]: entry["status"] for entry in manifest["notebooks"]}
+    assert manifest["status"] == "interrupted"
+    assert status == {"distilbert/benchmark": "succeeded", "gpt2/benchmark": "interrupted",
+                      "resnet50/benchmark": "not run", "report": "not run"}
+    assert {e["key"]: e["error"] for e in manifest["notebooks"]}["gpt2/benchmark"] == f"stopped by {by}"
+    assert (run_dir / "cpu" / "distilbert" / "benchmark.ipynb").is_file()
+    assert not (run_dir / "cpu" / "gpt2" / "benchmark.ipynb").exists()  # never a partial that looks complete
+    assert _leftovers(run_dir) == []
+
+
+def test_a_timed_out_notebook_is_recorded_with_its_cell_and_the_limit(tmp_path, stub_notebooks):
+    run_dir = tmp_path / "results" / "r"
+    proc = _runner_process(tmp_path, stub_notebooks, "--timeout", "2", "--models", "gpt2",
+                           env={SLEEP_ENV: "gpt2=30"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    entry = {e["key"]: e for e in _manifest(run_dir)["notebooks"]}["gpt2/benchmark"]
+    # executed notebook: parameters cell, papermill's injected parameters, the sleeping cell (3), the body
+    assert entry["status"] == "failed"
+    assert entry["error"] == "CellTimeoutError: cell 3 of benchmark.ipynb ran past the --timeout of 2 s per cell"
+    lines = _err_lines(err)
+    assert len(lines) == 1 and lines[0] == f"FAILED gpt2/benchmark: {entry['error']}", err
+    assert (run_dir / "cpu" / "gpt2" / "benchmark.ipynb").is_file() and _leftovers(run_dir) == []
+
+
+def test_a_write_failure_stops_the_run_with_the_reason_and_leaves_no_partial_file(tmp_path, stub_notebooks,
+                                                                                 monkeypatch, capsys):
+    import errno
+
+    real_execute = papermill.execute_notebook
+
+    def disk_full_on_gpt2(source, output, **kwargs):
+        if "gpt2" in output:
+            Path(output).write_text('{"cells": [')  # papermill had started writing the executed notebook
+            raise OSError(errno.ENOSPC, "No space left on device", output)
+        return real_execute(source, output, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", disk_full_on_gpt2)
+    code = runner.main(_base(tmp_path, "--notebook-dir", str(stub_notebooks), "--notebooks", "benchmark",
+                             "--no-html"))
+    assert code == 1
+    err = capsys.readouterr().err
+    lines = _err_lines(err)
+    assert len(lines) == 1 and "a file could not be written (no space left on device:" in lines[0], err
+    run_dir = tmp_path / "results" / "r"
+    manifest = _manifest(run_dir)
+    status = {entry["key"]: entry["status"] for entry in manifest["notebooks"]}
+    assert manifest["status"] == "failed" and manifest["failure_reason"].startswith("no space left on device: ")
+    assert status == {"distilbert/benchmark": "succeeded", "gpt2/benchmark": "failed",
+                      "resnet50/benchmark": "not run", "report": "not run"}
+    assert not (run_dir / "cpu" / "gpt2" / "benchmark.ipynb").exists() and _leftovers(run_dir) == []
+
+
+def test_a_full_disk_is_recorded_on_a_small_tmpfs(tmp_path, stub_notebooks):
+    """A real ENOSPC: the run folder on a 512 KiB tmpfs, filled by the HTML export of the first notebook."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        filler = mount / "filler"
+        filler.write_bytes(b"\0" * (400 * 1024))
+        command = [sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--output",
+                   str(mount), "--run-name", "r", "--notebook-dir", str(stub_notebooks), "--notebooks",
+                   "benchmark", "--html"]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+        run_dir = mount / "r"
+        assert proc.returncode == 1, proc.stderr
+        lines = _err_lines(proc.stderr)
+        assert len(lines) == 1 and "no space left on device" in lines[0], proc.stderr
+        manifest = _manifest(run_dir)
+        assert manifest["status"] == "failed" and "no space left on device" in manifest["failure_reason"]
+        assert "not run" in {entry["status"] for entry in manifest["notebooks"]}
+        assert _leftovers(run_dir) == []
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)

@@ -11,10 +11,10 @@ import infopt
 from infopt.accuracy import compare_outputs
 from infopt.errors import InvalidInputError
 from infopt.timing import TimingConfig
-from infopt.variants import (BASELINE, SWEEP_COLUMNS, VARIANTS, UnknownVariantError, Variant, VariantError,
-                             VariantNotApplicableError, add_speedups, apply_variant, canonical_spec,
-                             default_variants, list_variants, parse_spec, recommend, register_variant,
-                             run_variant_sweep, unregister_variant)
+from infopt.variants import (BASELINE, REFUSALS, SWEEP_COLUMNS, VARIANTS, UnknownVariantError, Variant,
+                             VariantError, VariantNotApplicableError, add_speedups, add_verdicts, apply_variant,
+                             canonical_spec, default_variants, list_variants, parse_spec, recommend,
+                             register_variant, run_variant_sweep, speedup_verdict, unregister_variant)
 
 QUICK = TimingConfig.quick()
 SEQ_LEN = 16
@@ -144,7 +144,7 @@ def _scale_logits(model):
 
 
 @pytest.fixture
-def test_variants():
+def broken_variants():
     added = [Variant("broken-apply", "test: fails while transforming", _break_on_apply, stage=1),
              Variant("broken-call", "test: fails on every call", _break_on_call, stage=1),
              Variant("wrong", "test: changes the answer", _scale_logits, stage=1, tasks=("vision",))]
@@ -155,12 +155,12 @@ def test_variants():
         unregister_variant(variant.name)
 
 
-def test_failing_transformation_raises_variant_error(tiny_resnet, test_variants):
+def test_failing_transformation_raises_variant_error(tiny_resnet, broken_variants):
     with pytest.raises(VariantError, match="Variant 'broken-apply' failed on resnet50: RuntimeError: deliberately"):
         apply_variant(tiny_resnet, "broken-apply+channels-last")
 
 
-def test_sweep_isolates_failures_and_flags_inaccuracy(tiny_resnet, test_variants):
+def test_sweep_isolates_failures_and_flags_inaccuracy(tiny_resnet, broken_variants):
     specs = ["broken-apply", "channels-last", "broken-call", "wrong", "fp16", "bf16+channels-last"]
     df = run_variant_sweep(tiny_resnet, specs, batch_sizes=(1, 2), timing=QUICK, measure_memory=False)
     assert list(df.columns) == list(SWEEP_COLUMNS)
@@ -227,8 +227,40 @@ def test_recommend_picks_fastest_safe_variant_only():
     assert best.loc[8, "speedup_vs_baseline"] == pytest.approx(100 / 30)
     assert best.loc[8, "rejected_for_accuracy"] == 1 and bool(best.loc[8, "distinguishable"])
     assert "use faster, 3.33x (ratio of medians" in best.loc[8, "recommendation"]
-    assert best.loc[1, "variant"] == "noisy" and not best.loc[1, "distinguishable"]
-    assert "within measurement noise" in best.loc[1, "recommendation"]
+    # a CI containing 1 is no significant difference: the baseline is kept, and the reason given
+    assert best.loc[1, "variant"] == BASELINE and not best.loc[1, "distinguishable"]
+    assert best.loc[1, "reason"] == REFUSALS["none"] and "no variant beats the baseline" in best.loc[1, "recommendation"]
+
+
+def _verdict_frame(**paired):
+    """Baseline plus one variant "v" that looks 2x faster, with the paired columns given."""
+    df = add_speedups(pd.DataFrame([_row(BASELINE, 100.0, 99.0, 101.0), _row("v", 50.0, 49.0, 51.0)]))
+    for column in ("paired_speedup", "paired_speedup_ci_low", "paired_speedup_ci_high"):
+        df[column] = [None, paired.get(column, 2.0)]
+    df["interference"] = [False, paired.get("interference", False)]
+    return df
+
+
+@pytest.mark.parametrize("paired, reason", [
+    (dict(interference=True), "machine busy during measurement"),
+    (dict(paired_speedup_ci_low=math.nan, paired_speedup_ci_high=math.nan), "not enough samples"),
+    (dict(paired_speedup_ci_low=0.9, paired_speedup_ci_high=2.5), "no variant beats the baseline"),
+    (dict(paired_speedup=0.8, paired_speedup_ci_low=0.7, paired_speedup_ci_high=0.9), "no variant beats the baseline"),
+])
+def test_recommend_refuses_with_a_reason(paired, reason):
+    best = recommend(_verdict_frame(**paired)).iloc[0]
+    assert best["variant"] == BASELINE and best["reason"] == reason
+    assert best["recommendation"].endswith(f"keep {BASELINE}; {reason}.")
+
+
+def test_recommend_accepts_a_clean_significant_paired_speedup_and_verdicts_say_why():
+    best = recommend(_verdict_frame(paired_speedup_ci_low=1.8, paired_speedup_ci_high=2.2)).iloc[0]
+    assert best["variant"] == "v" and best["reason"] is None and best["speedup_measure"] == "paired rounds"
+    assert speedup_verdict(2.0, 1.8, 2.2) == "faster" and speedup_verdict(0.5, 0.4, 0.6) == "slower"
+    assert speedup_verdict(1.1, 0.9, 1.3) == "no significant difference"
+    assert speedup_verdict(1.1, math.nan, math.nan) == "too few samples"
+    verdicts = add_verdicts(_verdict_frame(paired_speedup_ci_low=0.9, paired_speedup_ci_high=2.5))
+    assert verdicts["speedup_verdict"].tolist() == [None, "no significant difference"]
 
 
 def test_paired_rounds_give_a_drift_robust_speedup(tiny_distilbert):

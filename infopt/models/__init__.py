@@ -1,10 +1,11 @@
-"""Model registry: ``list_models()`` and ``load_model(name, ...)``.
+"""Model registry and specs: ``list_models()``, ``load_model(spec, ...)``, ``validate_spec(spec)``.
 
-To add a model, write a small :class:`~infopt.models.base.ModelWrapper`
-subclass with a ``build`` classmethod (see ``resnet.py``) and add one line to
-``REGISTRY``. Entries name the class as ``"module:Class"`` so a model's
-libraries (torchvision, transformers) are imported only when it is loaded:
-every notebook kernel and the runner start seconds faster.
+A model is named by a spec string (see :mod:`infopt.models.specs`): a built-in
+name from ``REGISTRY``, ``torchvision:<name>``, ``hf:<folder or hub id>`` or
+``py:<module>:<function>``. Built-in entries name their class as
+``"module:Class"`` so a model's libraries (torchvision, transformers) are
+imported only when it is loaded: every notebook kernel and the runner start
+seconds faster. Bring your own model with a spec rather than a registry line.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import importlib
 import torch
 
 from ..errors import InvalidInputError, UnknownModelError
-from .base import Inputs, ModelWrapper
+from .base import ARGMAX_TASKS, TASKS, Inputs, ModelWrapper
+from .specs import ModelSpec, parse_spec, spec_folder_name, spec_help
 
 REGISTRY: dict[str, str] = {
     "resnet50": "resnet:ResNet50",
@@ -27,14 +29,43 @@ SIZES = ("full", "tiny")
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`load_model`."""
+    """The built-in model names (any ``torchvision:``, ``hf:`` or ``py:`` spec works too; see :func:`spec_help`)."""
     return sorted(REGISTRY)
 
 
 def check_model_name(name: str) -> str:
+    """A built-in name, or :class:`UnknownModelError` naming the choices."""
     if name not in REGISTRY:
         raise UnknownModelError(f"Unknown model '{name}': choose one of {', '.join(list_models())}.")
     return name
+
+
+def validate_spec(spec: str) -> str:
+    """Check a spec without building the model where that can be avoided; return its canonical form.
+
+    Raises :class:`UnknownModelError` / :class:`InvalidInputError` with one
+    sentence (the runner prints it and exits 2 before any kernel starts). A
+    local ``hf:`` folder becomes an absolute path so the spec works from any
+    working directory. ``py:`` factories are called once (what they return
+    can only be checked that way), with their ``make_inputs(1)``.
+    """
+    parsed = parse_spec(spec)
+    if parsed.kind == "builtin":
+        check_model_name(parsed.target)  # no import: the model's library loads in the kernel
+        return parsed.text
+    if parsed.kind == "torchvision":
+        from .torchvision_models import check_torchvision
+
+        check_torchvision(parsed.target, dict(parsed.options))
+        return parsed.text
+    if parsed.kind == "hf":
+        from .hf import resolve_hf
+
+        return resolve_hf(parsed.target, dict(parsed.options)).spec.text
+    from .factory import check_factory
+
+    check_factory(parsed)
+    return parsed.text
 
 
 def wrapper_class(name: str) -> type[ModelWrapper]:
@@ -45,15 +76,23 @@ def wrapper_class(name: str) -> type[ModelWrapper]:
 
 def load_model(name: str, device: str | torch.device = "cpu", weights: str = "random", size: str = "full",
                seed: int = 42, **opts) -> ModelWrapper:
-    """Build a registered model in eval mode on ``device``.
+    """Build the model a spec names (see :mod:`infopt.models.specs`) in eval mode on ``device``.
 
     ``weights="random"`` (default) builds the exact architecture with seeded
     random weights and needs no network; ``"pretrained"`` loads published
-    weights or raises :class:`~infopt.errors.WeightsUnavailableError`.
-    ``size="tiny"`` is the same family at a very small size, for tests and
-    quick runs. Extra ``opts`` go to the model (e.g. ``attn_implementation``).
+    (built-in, ``torchvision:``) or locally present (``hf:``) weights or raises
+    :class:`~infopt.errors.WeightsUnavailableError`. ``size="tiny"`` is the
+    same family at a very small size, for tests and quick runs: built-ins have
+    fixed tiny sizes, ``hf:`` configs are shrunk (recorded in ``info()``),
+    ``torchvision:`` and ``py:`` models run as given. Extra ``opts`` (and the
+    spec's ``?`` options) go to the model (e.g. ``attn_implementation``,
+    ``image_size``, ``task``).
     """
-    model_class = wrapper_class(name)
+    parsed = parse_spec(name)
+    if parsed.kind != "builtin":
+        return _load_spec(parsed, device, weights, size, seed, opts)
+    model_class = wrapper_class(parsed.target)
+    opts = {**parsed.options, **opts}
     if weights not in WEIGHTS:
         raise InvalidInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}.")
     if size not in SIZES:
@@ -62,7 +101,36 @@ def load_model(name: str, device: str | torch.device = "cpu", weights: str = "ra
 
     target = resolve_device(device)  # refuse an unusable device before building anything
     wrapper = model_class.build(weights=weights, size=size, seed=seed, **opts)
+    wrapper.spec = ModelSpec("builtin", parsed.target, dict(opts)).text if parsed.options else parsed.target
     return wrapper.to(target)
 
 
-__all__ = ["REGISTRY", "Inputs", "ModelWrapper", "check_model_name", "list_models", "load_model", "wrapper_class"]
+def _load_spec(parsed: ModelSpec, device, weights: str, size: str, seed: int, opts: dict) -> ModelWrapper:
+    """``torchvision:``, ``hf:`` and ``py:`` specs (see :func:`load_model`)."""
+    if weights not in WEIGHTS:
+        raise InvalidInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}.")
+    if size not in SIZES:
+        raise InvalidInputError(f"size must be one of {', '.join(SIZES)}, got {size!r}.")
+    from ..devices import resolve_device
+
+    target = resolve_device(device)
+    options = {**parsed.options, **opts}
+    spec = ModelSpec(parsed.kind, parsed.target, options)
+    if parsed.kind == "torchvision":
+        from .torchvision_models import build_torchvision
+
+        wrapper = build_torchvision(spec, weights=weights, size=size, seed=seed)
+    elif parsed.kind == "hf":
+        from .hf import build_hf
+
+        wrapper = build_hf(spec, weights=weights, size=size, seed=seed)
+    else:
+        from .factory import build_factory
+
+        wrapper = build_factory(spec, weights=weights, size=size, seed=seed)
+    return wrapper.to(target)
+
+
+__all__ = ["ARGMAX_TASKS", "REGISTRY", "TASKS", "Inputs", "ModelSpec", "ModelWrapper", "check_model_name",
+           "list_models", "load_model", "parse_spec", "spec_folder_name", "spec_help", "validate_spec",
+           "wrapper_class"]

@@ -1,10 +1,17 @@
-"""The wrapper every model in the lab presents to the rest of the package.
+"""The one interface every model in the lab presents to the rest of the package.
 
 A wrapper owns one ``nn.Module`` in eval mode and knows how to make
 deterministic inputs for it, run it, and describe it (``info()``). Timing,
-profiling and variants only ever talk to this interface, so adding a model
-means writing one small subclass (see ``resnet.py`` for a vision model and
-``transformers_models.py`` for text models) and one registry line.
+profiling, memory, generation, roofline and variants only ever talk to this
+interface: everything they may ask is declared on :class:`ModelWrapper` below,
+with ``None`` meaning "not applicable to this model" (a CNN has no
+``max_seq_len``, a user factory may not know its ``num_layers``). No module
+outside ``infopt.models`` branches on a model's name.
+
+Model sources: the built-ins (``resnet.py``, ``transformers_models.py``),
+``torchvision:<name>`` (``torchvision_models.py``), ``hf:<folder or hub id>``
+(``hf.py``) and ``py:<module>:<function>`` user factories (``factory.py``);
+``specs.py`` parses the spec strings.
 """
 
 from __future__ import annotations
@@ -22,15 +29,57 @@ Inputs = dict[str, torch.Tensor]
 #: Sequence length text models run at when none is given.
 DEFAULT_SEQ_LEN = 128
 
+#: What a model's main output means, by task (the vocabulary of ``ModelWrapper.task``).
+TASKS: dict[str, str] = {
+    "vision": "image classification: class logits per image",
+    "vision-encoder": "image encoder: hidden states per patch (e.g. a ViT without a head)",
+    "causal-lm": "causal language model: next-token logits per position",
+    "masked-lm": "masked language model: token logits per position",
+    "encoder": "text encoder: hidden states per token",
+    "text-classification": "sequence classification: class logits per sequence",
+    "generic": "a user model: its first output tensor, compared element-wise",
+}
+#: Tasks whose output rows are logits, so an argmax is a decision (used by the accuracy guard).
+ARGMAX_TASKS: dict[str, str] = {
+    "vision": "top-1 class", "causal-lm": "next-token argmax", "masked-lm": "token argmax",
+    "text-classification": "top-1 class",
+}
+#: Tasks whose inputs are token ids.
+TEXT_TASKS = ("causal-lm", "masked-lm", "encoder", "text-classification")
+
 
 class ModelWrapper:
-    """Common behaviour; subclasses set the class attributes and ``build``."""
+    """Common behaviour and the declared interface; subclasses set the attributes and ``build``.
+
+    Attributes other modules may read (``None`` = not applicable):
+
+    * ``name``: display name (the built-in name, or e.g. ``torchvision:vit_b_16``);
+      ``spec``: the full spec string that rebuilds it (stored with every result).
+    * ``task``: a key of :data:`TASKS`; ``is_text`` (inputs are token ids),
+      ``is_causal_lm`` (``module.generate`` and a KV cache work).
+    * ``image_size``: square input side in pixels (image models).
+    * ``max_seq_len``: longest sequence the model accepts (text models).
+    * ``num_layers``, ``hidden_size``, ``num_kv_heads``, ``head_dim``: for the
+      analytic KV-cache size ``2 x layers x batch x seq x kv_heads x head_dim x bytes``
+      (grouped-query attention has fewer KV heads than query heads).
+    * ``config``: the Hugging Face config (generation reads its special ids), else ``None``.
+    * ``attn_implementation``: the switchable attention kernel (``"sdpa"``,
+      ``"eager"``), ``None`` when the model has no switch.
+    * ``has_image_input``: inputs include a 4-D ``(batch, channels, H, W)`` image.
+    """
 
     name: ClassVar[str] = "model"
-    task: ClassVar[str] = "generic"          # "vision", "encoder", "causal-lm"
+    task: ClassVar[str] = "generic"
     is_text: ClassVar[bool] = False
     is_causal_lm: ClassVar[bool] = False
     source: ClassVar[str] = ""
+    image_size: int | None = None
+    max_seq_len: int | None = None
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    config: Any = None
 
     def __init__(self, module: nn.Module, *, device: str | torch.device = "cpu", weights: str = "random",
                  size: str = "full", seed: int = 42, options: dict | None = None):
@@ -42,6 +91,9 @@ class ModelWrapper:
         self.seed = seed
         self.options = dict(options or {})
         self.variant = "eager-fp32"
+        self.spec = self.name
+        #: Extra facts for ``info()`` (e.g. how the task was chosen, a shrunk config).
+        self.details: dict[str, Any] = {}
         self.device = torch.device("cpu")
         self._flops_cache: dict[Any, int] = {}
         self.to(device)
@@ -81,6 +133,26 @@ class ModelWrapper:
         return self
 
     # -- description -----------------------------------------------------
+    @property
+    def attn_implementation(self) -> str | None:
+        """The attention kernel a Hugging Face model runs (switchable), else ``None``."""
+        config = getattr(self.module, "config", None)
+        if config is None or not hasattr(self.module, "set_attn_implementation"):
+            return None
+        return getattr(config, "_attn_implementation", None)
+
+    @property
+    def has_image_input(self) -> bool:
+        """True when the inputs hold a 4-D image batch (what channels-last changes)."""
+        return self.task in ("vision", "vision-encoder")
+
+    @property
+    def kv_width(self) -> int | None:
+        """Elements per token per layer in each of K and V (``num_kv_heads x head_dim``), or ``None``."""
+        if self.num_kv_heads is None or self.head_dim is None:
+            return None
+        return int(self.num_kv_heads) * int(self.head_dim)
+
     @property
     def dtype(self) -> torch.dtype:
         return next(self.module.parameters()).dtype
@@ -126,6 +198,7 @@ class ModelWrapper:
         """A JSON-safe description: sizes, dtype, device and FLOPs per sample."""
         return {
             "model": self.name,
+            "spec": self.spec,
             "task": self.task,
             "source": self.source,
             "size": self.size,
@@ -139,6 +212,7 @@ class ModelWrapper:
             "flops_definition": "floating-point operations per sample = 2 x multiply-adds, "
                                 "counted from one real forward (attention included)",
             **self.input_description(seq_len),
+            **self.details,
         }
 
     def __repr__(self) -> str:

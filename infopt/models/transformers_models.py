@@ -53,6 +53,15 @@ class TextModel(ModelWrapper):
         """Longest sequence the position embeddings allow."""
         raise NotImplementedError
 
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads per layer (GPT-2 and DistilBERT: one per query head)."""
+        return int(self.config.num_attention_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // int(self.config.num_attention_heads)
+
     def token_id_range(self) -> tuple[int, int]:
         """``[low, high)`` of ordinary (non-special) token ids."""
         raise NotImplementedError

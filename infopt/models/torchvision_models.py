@@ -1,0 +1,150 @@
+"""``torchvision:<name>``: any torchvision classification model.
+
+The input resolution is the one the model's default weights were evaluated at
+(``weights.transforms().crop_size``: 224 for most, 299 for Inception v3, 384+
+for some EfficientNets), so FLOPs match torchvision's published figures; an
+``image_size`` option overrides it (ViTs are then built for that size, since
+their position embeddings depend on it). Detection, segmentation, video,
+optical-flow and quantized models need other inputs or outputs and are refused
+with one sentence.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+
+from ..determinism import seed_everything
+from ..errors import InvalidInputError, UnknownModelError
+from .base import Inputs, ModelWrapper
+from .resnet import IMAGENET_MEAN, IMAGENET_STD
+from .specs import ModelSpec
+from .weights import load_torchvision_weights
+
+#: torchvision sub-packages whose models the lab does not run, and why.
+UNSUPPORTED_FAMILIES = {
+    "detection": "object detection (lists of images in, boxes out)",
+    "segmentation": "semantic segmentation",
+    "video": "video classification (5-D clips)",
+    "optical_flow": "optical flow (image pairs)",
+    "quantization": "pre-quantized",
+}
+OPTIONS = ("image_size",)
+
+
+def _family(name: str) -> str | None:
+    """The unsupported torchvision family ``name`` belongs to, or ``None`` for classification."""
+    import torchvision.models as tv
+
+    for family in UNSUPPORTED_FAMILIES:
+        if name in tv.list_models(module=getattr(tv, family)):
+            return family
+    return None
+
+
+def _image_size_option(value, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 8:
+        raise InvalidInputError(f"image_size for torchvision:{name} must be an integer of at least 8, got {value!r}.")
+    return value
+
+
+def check_torchvision(name: str, options: dict) -> None:
+    """Cheap checks (no model build): the name exists, is a classification model, options are known."""
+    from torchvision.models import list_models
+
+    known = list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()."
+        raise UnknownModelError(f"torchvision has no model named '{name}': {hint}")
+    family = _family(name)
+    if family is not None:
+        raise InvalidInputError(
+            f"torchvision:{name} belongs to torchvision's {family} family ({UNSUPPORTED_FAMILIES[family]}); "
+            f"the lab supports torchvision's "
+            f"image classification models (torchvision.models.list_models(module=torchvision.models)), "
+            f"not its {', '.join(UNSUPPORTED_FAMILIES)} models.")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise InvalidInputError(f"Unknown option(s) for torchvision:{name}: {', '.join(unknown)} "
+                                f"(supported: {', '.join(OPTIONS)}).")
+    _image_size_option(options.get("image_size"), name)
+
+
+def default_image_size(name: str) -> int:
+    """The crop size torchvision evaluates the default weights at (224 when it cannot tell)."""
+    from torchvision.models import get_model_weights
+
+    try:
+        transforms = get_model_weights(name).DEFAULT.transforms()
+        crop = getattr(transforms, "crop_size", None)
+        return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+    except (ValueError, TypeError, AttributeError):
+        return 224
+
+
+class TorchvisionModel(ModelWrapper):
+    """A torchvision classifier on normalized ``3 x H x W`` images: returns class logits."""
+
+    task = "vision"
+
+    def prepare_input(self, batch_size: int, seq_len: int | None = None, *, seed: int | None = None) -> Inputs:
+        """ImageNet-normalized random images, ``(batch, 3, H, W)`` float32."""
+        self._check_batch_size(batch_size)
+        if seq_len is not None:
+            raise InvalidInputError(f"{self.name} takes images, not sequences: do not pass seq_len.")
+        pixels = torch.rand(batch_size, 3, self.image_size, self.image_size, generator=self._generator(seed))
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return {"pixel_values": ((pixels - mean) / std).to(self.device)}
+
+    def forward(self, inputs: Inputs) -> torch.Tensor:
+        output = self.module(inputs["pixel_values"])
+        # GoogLeNet / Inception return a named tuple in training mode only; eval gives the logits.
+        return output if isinstance(output, torch.Tensor) else output[0]
+
+    def input_description(self, seq_len: int | None = None) -> dict:
+        return {"input": f"3x{self.image_size}x{self.image_size} normalized image", "image_size": self.image_size}
+
+
+def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) -> TorchvisionModel:
+    """Build ``torchvision:<name>`` with seeded random or cached pretrained weights.
+
+    ``size`` does not shrink a torchvision model (there is no smaller member to
+    choose); a ``size="tiny"`` quick run uses the model as given and says so.
+    """
+    from torchvision.models import get_model, get_model_weights
+
+    name, options = spec.target, dict(spec.options)
+    check_torchvision(name, options)
+    override = _image_size_option(options.get("image_size"), name)
+    default = default_image_size(name)
+    image_size = override or default
+    seed_everything(seed)
+    module, resized = None, False
+    if override is not None and override != default:
+        try:  # ViTs take image_size (their position embeddings depend on it); CNNs do not need it
+            module, resized = get_model(name, weights=None, image_size=image_size), True
+        except TypeError:
+            module = None
+    if module is None:
+        module = get_model(name, weights=None)
+    if weights == "pretrained":
+        if resized:
+            raise InvalidInputError(f"Pretrained torchvision:{name} weights exist only for image_size={default}.")
+        module.load_state_dict(load_torchvision_weights(get_model_weights(name).DEFAULT))
+    wrapper = TorchvisionModel(module, weights=weights, size="full", seed=seed, options=options)
+    wrapper.name = spec.display_name
+    wrapper.spec = spec.text
+    wrapper.source = f"torchvision.models.{name}"
+    wrapper.image_size = image_size
+    wrapper.details = {"image_size_source": "image_size option" if override else "default weights' crop size"}
+    if size == "tiny":
+        wrapper.details["size_note"] = "torchvision models run as given: size='tiny' does not shrink them"
+    return wrapper
+
+
+__all__ = ["TorchvisionModel", "build_torchvision", "check_torchvision", "default_image_size"]

@@ -1,0 +1,125 @@
+"""The run sizes, defined once: library defaults, the quick and full presets, and the CPU caps.
+
+The runner builds every notebook's parameters from a :class:`Preset`
+(:meth:`Preset.notebook_parameters`), the notebooks' literal defaults equal
+the ``full`` preset (tests/test_runner.py checks it), and ``run.json`` records
+the preset's name and values. Library functions take their defaults from the
+constants below, so a number such as the 15 s timing cap is written once.
+
+Why these sizes: ``full`` is what a GPU or a patient CPU user measures;
+``full-cpu`` caps the time per timed point and leaves torch.compile out so
+the default CPU run stays near 15 minutes; ``quick`` uses tiny models and a
+handful of iterations to smoke-test the whole pipeline in a few minutes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+#: Cap (seconds) on each timed point unless told otherwise (``TimingConfig.max_time_s``).
+DEFAULT_MAX_TIME_S: float = 15.0
+#: Batch sizes a sweep covers unless told otherwise.
+DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 4, 8, 16)
+#: Tokens per sample for text models unless told otherwise.
+DEFAULT_SEQ_LEN: int = 128
+#: Largest batch size the single-batch notebooks (profile, memory timeline) pick from the sweep.
+SINGLE_BATCH_LIMIT: int = 8
+
+#: Caps (seconds) on each timed point of a full CPU run, to keep the default run near 15 minutes.
+CPU_BENCHMARK_MAX_TIME_S: float = 8.0
+CPU_VARIANT_MAX_TIME_S: float = 5.0
+
+#: The per-model notebooks, in run order, and the report that closes every run.
+MODEL_NOTEBOOKS: tuple[str, ...] = ("benchmark", "profile", "memory", "optimize")
+REPORT_NOTEBOOK = "report"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Every size a run chooses, typed; notebook parameters are derived from it."""
+
+    name: str
+    size: str                                  # model size: "full" | "tiny"
+    quick: bool                                # few timing iterations (TimingConfig.quick())
+    batch_sizes: tuple[int, ...]               # benchmark and memory sweeps
+    optimize_batch_sizes: tuple[int, ...]      # variant comparison
+    seq_len: int                               # tokens per sample (text models)
+    prompt_lengths: tuple[int, ...]            # generation sweep with the KV cache (gpt2)
+    no_cache_prompt_lengths: tuple[int, ...]   # generation sweep without the KV cache
+    new_tokens: int                            # tokens generated per prompt
+    benchmark_max_time_s: float                # cap per timed benchmark point (ignored when quick)
+    variant_max_time_s: float                  # cap per timed variant point (ignored when quick)
+    profile_active: int                        # profiled steps
+    kv_prompt_len: int                         # prompt before the KV-cache measurement
+    kv_new_tokens: int                         # tokens generated while the KV cache is measured
+    include_compile: bool                      # torch.compile variants (minutes each on a CPU)
+    variants: tuple[str, ...] = ()             # variant specs; empty: the default set
+
+    def with_batch_sizes(self, batch_sizes) -> "Preset":
+        """The same preset sweeping the user's batch sizes (``--batch-sizes``) everywhere."""
+        sizes = tuple(int(b) for b in batch_sizes)
+        return replace(self, batch_sizes=sizes, optimize_batch_sizes=sizes)
+
+    def single_batch(self) -> int:
+        """The batch size of single-batch notebooks: the largest swept size up to 8, else the smallest."""
+        return max([b for b in self.batch_sizes if b <= SINGLE_BATCH_LIMIT] or [min(self.batch_sizes)])
+
+    def notebook_parameters(self, notebook: str) -> dict:
+        """The size parameters of one notebook (model, device and folders are the runner's)."""
+        common = {"size": self.size, "quick": self.quick, "seq_len": self.seq_len}
+        if notebook == "benchmark":
+            return {**common, "batch_sizes": list(self.batch_sizes), "prompt_lengths": list(self.prompt_lengths),
+                    "no_cache_prompt_lengths": list(self.no_cache_prompt_lengths), "new_tokens": self.new_tokens,
+                    "max_time_s": self.benchmark_max_time_s}
+        if notebook == "profile":
+            return {**common, "batch_size": self.single_batch(), "active": self.profile_active}
+        if notebook == "memory":
+            return {**common, "batch_sizes": list(self.batch_sizes), "timeline_batch_size": self.single_batch(),
+                    "kv_prompt_len": self.kv_prompt_len, "kv_new_tokens": self.kv_new_tokens}
+        if notebook == "optimize":
+            return {**common, "batch_sizes": list(self.optimize_batch_sizes), "variants": list(self.variants),
+                    "include_compile": self.include_compile, "max_time_s": self.variant_max_time_s}
+        if notebook == REPORT_NOTEBOOK:
+            return {}
+        raise KeyError(notebook)
+
+    def to_dict(self) -> dict:
+        """Plain JSON values, as recorded in ``run.json``."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+
+FULL = Preset(
+    name="full", size="full", quick=False, batch_sizes=DEFAULT_BATCH_SIZES, optimize_batch_sizes=(1, 8),
+    seq_len=DEFAULT_SEQ_LEN, prompt_lengths=(32, 128, 512), no_cache_prompt_lengths=(32, 128), new_tokens=32,
+    benchmark_max_time_s=DEFAULT_MAX_TIME_S, variant_max_time_s=DEFAULT_MAX_TIME_S, profile_active=3,
+    kv_prompt_len=32, kv_new_tokens=64, include_compile=True,
+)
+
+#: ``full`` with the CPU caps: shorter timed points, one no-cache prompt length (every step recomputes the
+#: prompt, one length shows it), and no torch.compile (opt in with ``--param include_compile=true``).
+FULL_CPU = replace(
+    FULL, name="full-cpu", benchmark_max_time_s=CPU_BENCHMARK_MAX_TIME_S, variant_max_time_s=CPU_VARIANT_MAX_TIME_S,
+    no_cache_prompt_lengths=(32,), include_compile=False,
+)
+
+#: Tiny models and few iterations: a smoke run of the whole pipeline, numbers not for reporting. A few
+#: representative variants: the pipeline, not the search, is what --quick checks.
+QUICK = replace(
+    FULL, name="quick", size="tiny", quick=True, batch_sizes=(1, 2, 4), optimize_batch_sizes=(4,), seq_len=32,
+    prompt_lengths=(8, 32), no_cache_prompt_lengths=(8,), new_tokens=8, profile_active=1, kv_prompt_len=8,
+    kv_new_tokens=8, include_compile=False, variants=("channels-last", "bf16", "int8-dynamic"),
+)
+
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (FULL, FULL_CPU, QUICK)}
+
+
+def preset_for(quick: bool, device_kind: str) -> Preset:
+    """The preset a run uses: ``quick``, else ``full-cpu`` on a CPU, else ``full``."""
+    if quick:
+        return QUICK
+    return FULL_CPU if device_kind == "cpu" else FULL
+
+
+__all__ = ["CPU_BENCHMARK_MAX_TIME_S", "CPU_VARIANT_MAX_TIME_S", "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_TIME_S",
+           "DEFAULT_SEQ_LEN", "FULL", "FULL_CPU", "MODEL_NOTEBOOKS", "PRESETS", "Preset", "QUICK", "REPORT_NOTEBOOK",
+           "SINGLE_BATCH_LIMIT", "preset_for"]

@@ -1,0 +1,132 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Benchmark: latency, throughput and memory vs batch size
+#
+# One model on one device. Every number is measured here, on this machine, with its uncertainty:
+# latency per call comes from the raw per-call samples (warm-up until stable, then sampling until the
+# 95% confidence interval of the median is within 1% or the time cap is reached; `converged=False`
+# flags points that did not get there). Memory is measured in a separate pass so it never perturbs timing.
+
+# %% tags=["parameters"]
+model: str = "resnet50"  # resnet50 | gpt2 | distilbert
+device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto (a named device is used or refused, never replaced)
+size: str = "full"  # full | tiny (tiny: same family, very small, for smoke runs)
+quick: bool = False  # True: few timing iterations (smoke runs; numbers are noisier)
+output_dir: str = ""  # empty: <results>/interactive/<device>/<model>, one folder shared by hand runs
+overwrite: bool = False  # True: replace result files already in output_dir
+interactive: bool = False  # True: ipywidgets controls over the saved results (JupyterLab)
+batch_sizes: list = [1, 4, 8, 16]  # batch sizes to sweep (each at least 1)
+seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
+prompt_lengths: list = [32, 128, 512]  # gpt2 only: prompt lengths for the generation sweep
+no_cache_prompt_lengths: list = [32, 128]  # gpt2 only: prompts also generated WITHOUT the KV cache (empty list: skip)
+new_tokens: int = 32  # gpt2 only: tokens generated per prompt (forced, never stops early)
+max_time_s: float = 15.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
+
+# %%
+import pandas as pd
+from IPython.display import display
+from infopt import plots, report
+from infopt.notebook import model_notebook
+from infopt.params import coerce_namespace
+from infopt.results import save_results
+from infopt.benchmark import cold_start, run_batch_sweep
+from infopt.timing import TimingConfig
+
+coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
+overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
+wrapper, out, charts, label, results_dir = model_notebook(model, device, size, output_dir)
+
+timing = TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s)
+text_seq_len = seq_len if wrapper.is_text else None
+
+# %% [markdown]
+# ## Cold start
+# `load_s` is the time to build the model and move it to the device; `first_call_ms` is the very first
+# forward (batch 1), which pays one-off costs (allocator growth, kernel selection) that steady-state latency hides.
+
+# %%
+cold = cold_start(model, device, size=size)
+display(cold)
+
+# %% [markdown]
+# ## Batch sweep
+# One row per batch size. `latency_*_ms` are per call (one batch); `throughput_items_per_s` = batch size / mean
+# latency; `tokens_per_s` = tokens per batch / mean latency (text models); `peak_memory_mb` is the absolute peak
+# during the memory pass and `activation_memory_mb` its increase over the memory before it (method in `memory_method`).
+
+# %%
+df = run_batch_sweep(wrapper, batch_sizes, seq_len=text_seq_len, timing=timing)
+save_results(df, out, model, label, kind="results", overwrite=overwrite,
+             config={"timing": timing.to_dict(), "batch_sizes": batch_sizes, "seq_len": text_seq_len, "size": size,
+                     "cold_start": cold, "model_info": wrapper.info(text_seq_len)})
+df.drop(columns=["samples_ms"])
+
+# %% [markdown]
+# ### Latency percentiles vs batch size
+# Solid line: median (p50) latency per call, with error bars showing the 95% confidence interval of the median;
+# dashed p90 and dotted p99 show the tail. A tail far above the median means jitter (other processes, frequency
+# changes, allocator work). Latency growing slower than the batch size means batching still pays off.
+
+# %%
+plots.show(plots.latency_percentiles(df, title=f"{model} on {label}: latency percentiles"), charts, "latency_percentiles")
+
+# %% [markdown]
+# ### Throughput vs batch size
+# Samples per second. It rises while larger batches use the hardware better and flattens once the device is
+# saturated; the knee is usually the best trade-off between throughput and per-request latency.
+
+# %%
+plots.show(plots.throughput(df, title=f"{model} on {label}: throughput"), charts, "throughput")
+
+# %% [markdown]
+# ### Latency distribution per batch size
+# Every timed call as a box (median line, quartile box, whiskers at 1.5 IQR, outliers as dots). A wide box or many
+# outliers means the median alone would hide variability.
+
+# %%
+plots.show(plots.latency_distribution(df, title=f"{model} on {label}: latency distribution"), charts, "latency_distribution")
+
+# %% [markdown]
+# ## Generation (gpt2 only): time to first token and time per output token
+# TTFT is the prefill of the whole prompt up to the first generated token; TPOT is the latency of each later decode
+# step (timed per step inside `generate`). With the KV cache, TPOT stays nearly flat as the prompt grows;
+# without it every step recomputes the whole sequence, so TPOT grows with the prompt: the gap is the cache's speedup.
+
+# %%
+if wrapper.is_causal_lm:
+    from infopt.benchmark import run_generation_sweep
+
+    repeats = 1 if quick else 3
+    gen = run_generation_sweep(wrapper, prompt_lengths=prompt_lengths, new_tokens=new_tokens, use_cache=True,
+                               repeats=repeats)
+    if no_cache_prompt_lengths:
+        gen_nc = run_generation_sweep(wrapper, prompt_lengths=no_cache_prompt_lengths, new_tokens=new_tokens,
+                                      use_cache=False, repeats=repeats)
+        gen = pd.concat([gen, gen_nc], ignore_index=True)
+    save_results(gen, out, model, label, kind="generation", overwrite=overwrite,
+                 config={"prompt_lengths": prompt_lengths, "no_cache_prompt_lengths": no_cache_prompt_lengths,
+                         "new_tokens": new_tokens, "repeats": repeats})
+    display(gen.drop(columns=[c for c in gen.columns if c.endswith("_samples_ms")]))
+    plots.show(plots.generation_latency(gen, title=f"{model} on {label}: TTFT and TPOT vs prompt length"),
+               charts, "generation_ttft_tpot")
+else:
+    print(f"{model} is not a causal language model: no generation metrics.")
+
+# %% [markdown]
+# ## Explore (interactive)
+# With `interactive=True` (JupyterLab), pick model, device, variant, batch sizes and metric over every result of
+# this kind saved under the results folder (this run and the others next to it). Headless runs leave it off.
+
+# %%
+if interactive:
+    plots.explore(report.gather(results_dir, kind="results"))

@@ -1,0 +1,98 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Optimize: the fastest variant that keeps the answers right
+#
+# Each variant (layout, reduced precision, quantization, compilation, attention implementation, and compositions
+# with `+`) is timed like the benchmark and its outputs on the same seeded inputs are compared with eager fp32.
+# `speedup_vs_baseline` = eager-fp32 median latency / variant median latency (same batch size), with a 95% interval
+# from the two medians' intervals. A variant outside the accuracy tolerance is marked `accuracy_ok=False` and never
+# recommended; one that does not apply is `n/a` with the reason; one that fails is `error` with the message.
+
+# %% tags=["parameters"]
+model: str = "resnet50"  # resnet50 | gpt2 | distilbert
+device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto (a named device is used or refused, never replaced)
+size: str = "full"  # full | tiny (tiny: same family, very small, for smoke runs)
+quick: bool = False  # True: few timing iterations (smoke runs; numbers are noisier)
+output_dir: str = ""  # empty: <results>/interactive/<device>/<model>, one folder shared by hand runs
+overwrite: bool = False  # True: replace result files already in output_dir
+interactive: bool = False  # True: ipywidgets controls over the saved results (JupyterLab)
+batch_sizes: list = [1, 8]  # batch sizes to compare variants at (each at least 1)
+seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
+variants: list = []  # variant specs such as "bf16+channels-last"; empty list: the default set
+include_compile: bool = False  # True: also torch.compile variants (minutes each on CPU; the runner turns them on for GPUs)
+max_time_s: float = 15.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
+
+# %%
+import pandas as pd
+from IPython.display import display
+from infopt import plots, report
+from infopt.notebook import model_notebook
+from infopt.params import coerce_namespace
+from infopt.results import save_results
+from infopt.timing import TimingConfig
+from infopt.variants import SPEEDUP_DEFINITION, describe_variants, recommend, run_variant_sweep
+
+coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
+overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
+wrapper, out, charts, label, results_dir = model_notebook(model, device, size, output_dir)
+
+timing = TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s)
+text_seq_len = seq_len if wrapper.is_text else None
+describe_variants()
+
+# %% [markdown]
+# ## Speedup table
+# One row per variant and batch size. `status` says whether it ran; the accuracy columns say what it cost
+# (`rel_error` = norm of the difference / norm of the reference; `cosine_similarity` is the worst row's;
+# `accuracy_metric` and `tolerance` state the test applied).
+
+# %%
+sweep = run_variant_sweep(wrapper, variants or None, batch_sizes, seq_len=text_seq_len, timing=timing,
+                          include_compile=include_compile)
+save_results(sweep, out, model, label, kind="variants", overwrite=overwrite,
+             config={"timing": timing.to_dict(), "batch_sizes": batch_sizes, "seq_len": text_seq_len,
+                     "variants": variants, "include_compile": include_compile})
+print(SPEEDUP_DEFINITION)
+columns = ["variant", "batch_size", "status", "latency_p50_ms", "speedup_vs_baseline", "speedup_ci_low",
+           "speedup_ci_high", "accuracy_ok", "rel_error", "cosine_similarity", "compile_time_s", "error"]
+sweep[[c for c in columns if c in sweep]]
+
+# %% [markdown]
+# ## Speedup vs accuracy error
+# Each point is a variant at one batch size: up is faster (above the dotted line beats eager fp32), right is less
+# accurate (relative error against eager fp32, log scale; exact results sit at the far left). Crosses failed the
+# accuracy guard. The best choice is the highest circle.
+
+# %%
+plots.show(plots.speedup_vs_accuracy(sweep, title=f"{model} on {label}: speedup vs accuracy error"),
+           charts, "speedup_vs_accuracy")
+
+# %% [markdown]
+# ## Recommendation
+# Per batch size: the fastest variant with `status="ok"` that passes the accuracy guard, and by how much.
+# When the speedup interval includes 1x, the gain is within measurement noise.
+
+# %%
+recommendations = recommend(sweep)
+for line in recommendations["recommendation"]:
+    print(line)
+recommendations
+
+# %% [markdown]
+# ## Explore (interactive)
+# With `interactive=True` (JupyterLab), pick model, device, variant, batch sizes and metric over every result of
+# this kind saved under the results folder (this run and the others next to it). Headless runs leave it off.
+
+# %%
+if interactive:
+    plots.explore(report.gather(results_dir, kind="variants"), metrics=('speedup_vs_baseline', 'latency_p50_ms', 'throughput_items_per_s', 'rel_error'))

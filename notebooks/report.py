@@ -1,0 +1,162 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Report
+#
+# The run this report belongs to, measured by the benchmark, profile, memory and optimize notebooks; other runs
+# (from this machine or copied from others) only when `compare_runs` lists them. Every row and line is labelled
+# with its run and host. Numbers are the ones the notebooks measured; nothing is re-measured here.
+
+# %% tags=["parameters"]
+results_dir: str = ""  # folder holding the runs; empty: the project's results folder
+run_name: str = ""  # the run this report covers (empty: every run under results_dir)
+compare_runs: list = []  # other runs under results_dir to show next to it (["all"]: every one)
+include_quick: bool = False  # True: also show quick (smoke) runs next to full-size ones, marked (quick)
+output_dir: str = ""  # where report charts go; empty: a new <results>/reports/<timestamp> folder
+interactive: bool = False  # True: ipywidgets controls over the gathered results (JupyterLab)
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+from infopt import plots, summary
+from infopt.layout import default_results_dir
+from infopt.notebook import report_notebook
+from infopt.params import coerce_namespace
+from infopt.report import ReportScope, recommendations
+
+coerce_namespace(globals())  # "-p include_quick false" arrives as text: typed and checked first
+scope = ReportScope(results_dir or default_results_dir(), run_name, compare_runs, include_quick)
+out, charts = report_notebook(output_dir)
+pd.set_option("display.max_columns", 40)
+results = scope.gather("results")
+roofline = scope.gather("roofline_model")
+variants = scope.gather("variants")
+for note in scope.notes:
+    print(note)
+
+# %% [markdown]
+# ## Summary
+# One row per run, model and device. **Latency**: median time of one forward at the smallest measured batch
+# (batch 1 by default) with its 95% confidence interval. **Best throughput**: the highest samples/s of the batch
+# sweep and the batch size that gave it. **Peak memory**: the highest peak of the sweep's memory pass. **Roofline**:
+# how close the whole model got to the roof at its operational intensity, and whether memory bandwidth or compute
+# bounds it. **Recommended variant**: per batch size, the fastest variant that passed the accuracy guard, its speedup
+# over eager fp32 with a 95% interval, or why there is none.
+
+# %%
+headline = summary.headline(results, roofline, variants)
+display(Markdown(f"Runs: {', '.join(scope.runs) or 'none'}"))
+display(summary.table(headline).style.hide(axis="index"))
+plots.show(summary.chart(headline), charts, "summary")
+
+# %% [markdown]
+# ## Runs
+# One row per run manifest (`run.json`): when it started, the device, how it ended and how long it took, and the
+# exact command. `notebooks_failed` counts failed or interrupted notebooks (see the status table below).
+
+# %%
+scope.runs_table()
+
+# %% [markdown]
+# ## Environments
+# The machine and software each run measured on. Compare these before comparing numbers: a different CPU model,
+# thread count, or torch version changes latency as much as any optimization.
+
+# %%
+scope.environments()
+
+# %% [markdown]
+# ## Notebook status
+# Every executed notebook, its status and duration. A failed notebook's executed copy (with the error) sits at the
+# `html` path relative to its run folder.
+
+# %%
+scope.notebook_status()
+
+# %% [markdown]
+# ## Latency: median per call vs batch size
+# One line per (run, host, device, model, variant) that differs between series. Lower is better. Compare lines of
+# the same model: the vertical gap between two devices or runs at a batch size is the latency difference.
+
+# %%
+plots.show(plots.compare(results, "batch_size", "latency_p50_ms", title="Median latency per call vs batch size",
+                         x_label="batch size", y_label="p50 latency per call (ms)", log_y=True),
+           charts, "compare_latency_p50")
+if not results.empty:
+    display(results.pivot_table(index=["model", "batch_size"], columns=["run", "device", "variant"],
+                                values="latency_p50_ms"))
+
+# %% [markdown]
+# ## Throughput vs batch size
+# Samples per second (batch size / mean latency). Higher is better; where a line flattens the device is saturated.
+
+# %%
+plots.show(plots.compare(results, "batch_size", "throughput_items_per_s", title="Throughput vs batch size",
+                         x_label="batch size", y_label="samples/s", log_y=True), charts, "compare_throughput")
+
+# %% [markdown]
+# ## Peak memory vs batch size
+# Absolute peak memory during the memory pass of the benchmark (the method is per row in `memory_method`: CPU
+# resident memory, CUDA allocator peak, or MPS allocated memory, so compare like with like).
+
+# %%
+plots.show(plots.compare(results, "batch_size", "peak_memory_mb", title="Peak memory vs batch size",
+                         x_label="batch size", y_label="peak memory (MB)"), charts, "compare_peak_memory")
+
+# %% [markdown]
+# ## Generation (gpt2): time to first token and time per output token
+# TTFT grows with the prompt (prefill); TPOT with the KV cache should stay nearly flat. Lines per run and device.
+
+# %%
+generation = scope.gather("generation")
+if generation.empty:
+    print("No generation results under this folder.")
+else:
+    generation = generation.assign(variant=generation["variant"] + generation["use_cache"].map({True: " +kv-cache", False: " no-cache"}))
+    plots.show(plots.compare(generation, "prompt_len", "ttft_ms", title="Time to first token vs prompt length",
+                             x_label="prompt length (tokens)", y_label="TTFT (ms)", log_y=True), charts, "compare_ttft")
+    plots.show(plots.compare(generation, "prompt_len", "tpot_p50_ms", title="Median time per output token vs prompt length",
+                             x_label="prompt length (tokens)", y_label="TPOT p50 (ms)", log_y=True), charts, "compare_tpot")
+
+# %% [markdown]
+# ## Roofline summary
+# Whole-model point per run, model and device: achieved FLOP/s over the roof at the model's operational intensity
+# (`roof_fraction`, 1.0 means at the roof). A low fraction means time is lost to overheads or unfused memory traffic.
+
+# %%
+if roofline.empty:
+    print("No roofline results under this folder.")
+else:
+    columns = ["run", "host", "model", "device", "batch_size", "flops_per_sample", "operational_intensity",
+               "time_ms", "achieved_flops_per_s", "roof_flops_per_s", "roof_fraction", "bound", "peak_source"]
+    display(roofline[[c for c in columns if c in roofline]])
+
+# %% [markdown]
+# ## Optimization variants and recommendations
+# Per run, model, device and batch size: the fastest variant that passes the accuracy guard and its speedup over
+# eager fp32 (ratio of medians, with a confidence interval). Variants that fail the guard are never recommended.
+
+# %%
+if variants.empty:
+    print("No variant results under this folder.")
+else:
+    display(recommendations(variants))
+    plots.show(plots.speedup_vs_accuracy(variants, title="Speedup vs accuracy error, every run and model"),
+               charts, "compare_variants")
+
+# %% [markdown]
+# ## Explore (interactive)
+# With `interactive=True` (JupyterLab): pick model, device, variant, batch sizes and metric over every benchmark row.
+
+# %%
+if interactive:
+    plots.explore(results)

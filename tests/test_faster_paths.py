@@ -1,0 +1,222 @@
+"""torchao quantization, ONNX Runtime and generation variants (issue #11), on tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+import infopt
+from infopt.accuracy import REDUCED_TOLERANCE, compare_generation, compare_outputs
+from infopt.errors import InvalidInputError
+from infopt.generation_variants import (GenerateRunner, default_generation_variants, parse_generation_spec,
+                                        recommend_generation, run_generation_variant_sweep)
+from infopt.onnx_runtime import ONNXExportError, export_onnx, one_line_reason
+from infopt.timing import TimingConfig
+from infopt.torchao_variants import TORCHAO_VARIANTS
+from infopt.variants import VARIANTS, VariantNotApplicableError, apply_variant, run_variant_sweep
+
+SEQ_LEN = 16
+
+
+def _inputs(model, batch_size=3):
+    return model.prepare_input(batch_size, SEQ_LEN if model.is_text else None)
+
+
+# -- torchao ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["gpt2", "distilbert"])
+def test_torchao_variants_apply_or_say_why_not(tiny_models, name):
+    model = tiny_models[name]
+    with torch.inference_mode():
+        reference = model.forward(_inputs(model))
+    for spec in TORCHAO_VARIANTS:
+        try:
+            variant = apply_variant(model, spec)
+        except VariantNotApplicableError as error:
+            assert "cuda" in str(error) and not torch.cuda.is_available(), spec
+            continue
+        with torch.inference_mode():
+            output = variant.forward(variant.prepare_input(3, SEQ_LEN))
+        assert compare_outputs(reference, output, model.task, variant.tolerance)["accuracy_ok"], spec
+        assert any("torchao" in note for note in variant.notes)
+        quantized = [type(m.weight).__name__ for m in variant.eager_module.modules()
+                     if isinstance(m, torch.nn.Linear)]
+        assert quantized and all(kind != "Parameter" for kind in quantized), quantized  # torchao tensor subclasses
+
+
+def test_legacy_int8_dynamic_is_labelled_deprecated_next_to_torchao(tiny_gpt2):
+    assert "DEPRECATED" in VARIANTS["int8-dynamic"].description
+    variant = apply_variant(tiny_gpt2, "int8-dynamic")
+    assert VARIANTS["torchao-int8-dynamic"].group == VARIANTS["int8-dynamic"].group == "weights"
+    assert variant is not None
+
+
+def test_legacy_int8_dynamic_is_na_when_torch_drops_it(tiny_gpt2, monkeypatch):
+    monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
+    with pytest.raises(VariantNotApplicableError, match="no longer has"):
+        apply_variant(tiny_gpt2, "int8-dynamic")
+
+
+def test_missing_torchao_is_na_with_reason_not_an_import_error(tiny_gpt2, monkeypatch):
+    from infopt import torchao_variants
+
+    monkeypatch.setattr(torchao_variants, "torchao_import_error", lambda: "torchao is not installed")
+    with pytest.raises(VariantNotApplicableError, match="torchao is not installed"):
+        apply_variant(tiny_gpt2, "torchao-int8-weight-only")
+
+
+# -- ONNX Runtime ---------------------------------------------------------------------
+def test_onnxruntime_variant_matches_eager_at_other_batch_sizes(tiny_distilbert):
+    variant = apply_variant(tiny_distilbert, "onnxruntime")
+    assert variant.export_time_s > 0
+    for batch in (1, 5):  # exported at batch 2: the batch axis is dynamic
+        inputs = tiny_distilbert.prepare_input(batch, SEQ_LEN)
+        with torch.inference_mode():
+            reference = tiny_distilbert.forward(inputs)
+        output = variant.forward(variant.prepare_input(batch, SEQ_LEN))
+        assert isinstance(output, torch.Tensor) and output.shape == reference.shape
+        assert compare_outputs(reference, output, "encoder", variant.tolerance)["accuracy_ok"]
+
+
+class _DataDependent(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        if self.linear(x).sum() > 0:  # data-dependent control flow: torch.export cannot trace it
+            return x
+        return -x
+
+
+def test_export_failure_is_one_line():
+    class Fake:
+        wrapper = type("W", (), {"module": _DataDependent()})()
+        is_text, max_seq_len = False, None
+
+        def prepare_input(self, batch_size, seq_len=None):
+            return {"x": torch.randn(batch_size, 4)}
+
+        def forward(self, inputs):
+            return self.wrapper.module(inputs["x"])
+
+    with pytest.raises(ONNXExportError) as caught:
+        export_onnx(Fake(), "/tmp/infopt-never-written.onnx")
+    assert "\n" not in str(caught.value) and str(caught.value).startswith("torch.onnx.export failed: ")
+    assert one_line_reason(RuntimeError("## Exception summary\n\n<class 'X'>: why\nmore")) == "<class 'X'>: why"
+
+
+def test_onnx_export_failure_is_an_error_row_and_the_sweep_continues(tiny_resnet, monkeypatch):
+    from infopt import onnx_runtime
+
+    def broken(variant, path):
+        raise ONNXExportError("torch.onnx.export failed: unsupported operator aten::fake")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", broken)
+    df = run_variant_sweep(tiny_resnet, ["onnxruntime", "torchao-int8-dynamic"], batch_sizes=[2],
+                           timing=TimingConfig.quick(), measure_memory=False)
+    rows = df.set_index("variant")
+    assert rows.at["onnxruntime", "status"] == "error"
+    assert "unsupported operator aten::fake" in rows.at["onnxruntime", "error"]
+    assert "\n" not in rows.at["onnxruntime", "error"]
+    assert rows.at["torchao-int8-dynamic", "status"] == "ok"  # the sweep went on
+    assert rows.at["eager-fp32", "status"] == "ok"
+
+
+def test_onnxruntime_export_time_is_reported_like_compile_time(tiny_resnet):
+    df = run_variant_sweep(tiny_resnet, ["onnxruntime"], batch_sizes=[2], timing=TimingConfig.quick(),
+                           measure_memory=False)
+    row = df.set_index("variant").loc["onnxruntime"]
+    assert row["status"] == "ok" and row["accuracy_ok"] == True  # noqa: E712
+    assert row["compile_time_s"] > 0 and "ONNX export" in row["notes"]
+
+
+def test_onnxruntime_int8_applies_on_cpu(tiny_gpt2):
+    variant = apply_variant(tiny_gpt2, "onnxruntime-int8")
+    inputs = tiny_gpt2.prepare_input(2, SEQ_LEN)
+    with torch.inference_mode():
+        reference = tiny_gpt2.forward(inputs)
+    result = compare_outputs(reference, variant.forward(variant.prepare_input(2, SEQ_LEN)), "causal-lm",
+                             variant.tolerance)
+    assert result["accuracy_ok"] and 0 < result["rel_error"] < REDUCED_TOLERANCE.max_rel_error
+
+
+# -- generation accuracy ------------------------------------------------------------------
+def test_generation_accuracy_is_exact_for_identical_outputs():
+    ids = torch.randint(0, 50, (2, 12))
+    result = compare_generation(ids, ids.clone(), prompt_len=4)
+    assert result["first_divergence"] == 8 and result["identical_token_share"] == 1.0
+    assert result["rows_diverged"] == 0 and result["generation_accuracy_ok"]
+
+
+def test_generation_accuracy_detects_a_perturbed_continuation():
+    ids = torch.randint(0, 50, (2, 12))
+    perturbed = ids.clone()
+    perturbed[1, 4 + 5] = (perturbed[1, 9] + 1) % 50   # generated position 5 of row 1
+    perturbed[1, 10:] = (perturbed[1, 10:] + 1) % 50  # and everything after it
+    scores = [torch.zeros(2, 50) for _ in range(8)]
+    for step in range(8):
+        scores[step][torch.arange(2), ids[:, 4 + step]] = 10.0  # the reference was confident at every step
+    result = compare_generation(ids, perturbed, prompt_len=4, reference_scores=scores)
+    assert result["first_divergence"] == 5 and result["rows_diverged"] == 1
+    assert math.isclose(result["identical_token_share"], (16 - 3) / 16)
+    assert result["confident_divergence"] and not result["generation_accuracy_ok"]
+    # a divergence after a near-tie of the reference is allowed
+    tie = [s.clone() for s in scores]
+    tie[5][1, perturbed[1, 9]] = 10.0
+    assert compare_generation(ids, perturbed, 4, reference_scores=tie)["generation_accuracy_ok"]
+    with pytest.raises(InvalidInputError):
+        compare_generation(ids, ids[:, :10], prompt_len=4)
+
+
+def test_prefill_error_fails_the_generation_guard():
+    ids = torch.randint(0, 50, (1, 6))
+    logits = torch.randn(1, 3, 50)
+    result = compare_generation(ids, ids, 3, reference_prefill=logits, candidate_prefill=-logits)
+    assert result["prefill_rel_error"] > 1 and not result["generation_accuracy_ok"]
+    assert "prefill logits" in result["generation_tolerance"]
+
+
+# -- generation variants ------------------------------------------------------------------
+def test_generation_specs_parse_and_compile_is_opt_in_on_cpu(tiny_gpt2):
+    assert parse_generation_spec("static-cache+bf16-weights") == ("bf16-weights", "static-cache")
+    assert parse_generation_spec("eager-fp32") == ("eager-fp32", None)
+    with pytest.raises(InvalidInputError):
+        parse_generation_spec("static-cache+static-cache-compile")
+    cpu_default = default_generation_variants(tiny_gpt2)
+    assert "static-cache" in cpu_default and "static-cache-compile" not in cpu_default
+    assert "static-cache-compile" in default_generation_variants(tiny_gpt2, include_compile=True)
+
+
+def test_generation_variant_sweep(tiny_gpt2, tiny_distilbert):
+    with pytest.raises(InvalidInputError, match="causal language model"):
+        run_generation_variant_sweep(tiny_distilbert)
+    df = run_generation_variant_sweep(
+        tiny_gpt2, ["static-cache", "torchao-int8-weight-only", "bf16-weights+static-cache", "compile",
+                    "torchao-float8"], prompt_len=8, new_tokens=6, batch_size=2, repeats=2, paired_rounds=2)
+    rows = df.set_index("variant")
+    assert list(rows.index) == ["eager-fp32", "static-cache", "torchao-int8-weight-only",
+                                "bf16-weights+static-cache", "compile", "torchao-float8"]
+    assert rows.at["compile", "status"] == "n/a" and "generate loop" in rows.at["compile", "error"]
+    assert rows.at["torchao-float8", "status"] == "n/a" and rows.at["torchao-float8", "error"]
+    ok = rows[rows["status"] == "ok"]
+    assert len(ok) == 4
+    for column in ("ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "decode_tokens_per_s", "tpot_speedup_vs_baseline"):
+        assert (pd.to_numeric(ok[column]) > 0).all(), column
+    assert rows.at["eager-fp32", "identical_token_share"] == 1.0
+    assert rows.at["eager-fp32", "prefill_rel_error"] == 0.0
+    assert rows.at["static-cache", "generation_accuracy_ok"] == True  # noqa: E712 - fp32, same tokens
+    assert rows.at["static-cache", "paired_rounds"] == 2 and rows.at["static-cache", "paired_tpot_speedup"] > 0
+    assert rows.at["torchao-int8-weight-only", "prefill_rel_error"] > 0
+    assert all(ok["generation_tolerance"].str.contains("prefill logits"))
+    best = recommend_generation(df)
+    assert set(best["metric"]) == {"TPOT", "TTFT"} and best["variant"].notna().all()
+
+
+def test_generate_runner_applies_cache_options(tiny_gpt2):
+    runner = GenerateRunner(tiny_gpt2, "static-cache", "static-cache")
+    ids, _ = runner.greedy(tiny_gpt2.prepare_input(1, 8), 4)
+    assert ids.shape == (1, 12)
+    assert runner.options["cache_implementation"] == "static" and runner.options["disable_compile"]

@@ -1,0 +1,171 @@
+"""Interference detection under a deliberate background load, paired speedups, and run-consistency checks.
+
+The load is child processes spinning on the CPU (:class:`infopt.interference.BackgroundLoad`), started and
+stopped by each test and bounded in time. Assertions that need a quiet machine skip when the machine is
+already busy before the test starts (other work on a shared box): run this file alone for the full check.
+Loaded-case assertions hold either way, because the load adds far more than the threshold.
+"""
+
+import math
+import threading
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from infopt import benchmark
+from infopt.interference import (CPU_THRESHOLD_CORES, DISAGREE_MESSAGE, BackgroundLoad, Interference, check_machine,
+                                 ci_text, combine, disagreements, quality_counts, watch)
+from infopt.timing import TimingConfig, measure
+from infopt.variants import paired_speedup
+
+#: More spinners than the 2 cores of a small CI machine, so the load is unmistakable.
+LOAD = 3
+ONE_SECOND = TimingConfig(min_samples=5, min_time_s=1.0, max_time_s=1.0, target_rel_ci=1e-9, min_warmup=1,
+                          warmup_window=1, max_warmup_s=0.0, num_threads=1)
+
+
+def _work(n: int = 128, reps: int = 1):
+    a = torch.randn(n, n)
+
+    def run():
+        for _ in range(reps):
+            torch.mm(a, a)
+    return run
+
+
+def _require_quiet_machine() -> None:
+    state = check_machine(1.0)
+    if state.busy:
+        pytest.skip(f"machine already busy before the test ({state.other_cpu_cores:.2f} cores): run it alone")
+
+
+def test_quiet_measurement_is_not_flagged():
+    _require_quiet_machine()
+    result = measure(_work(), "cpu", ONE_SECOND)
+    assert result.interference is False
+    assert "CPU cores" in result.interference_detail and "threshold 0.25" in result.interference_detail
+
+
+def test_loaded_measurement_is_flagged_with_the_figure():
+    with BackgroundLoad(LOAD, max_seconds=30):
+        result = measure(_work(), "cpu", ONE_SECOND)
+        with watch() as window:
+            time.sleep(0.5)
+    assert result.interference is True
+    assert window.result.flagged and window.result.other_cpu_cores > CPU_THRESHOLD_CORES + 0.5
+    assert "other processes used" in result.interference_detail
+
+
+def test_check_machine_names_the_busy_processes():
+    with BackgroundLoad(LOAD, max_seconds=30) as load:
+        state = check_machine(1.0, top=20)  # other work on a shared machine may outrank the spinners
+        pids = {child.pid for child in load.children}
+    assert state.busy and state.other_cpu_cores > 1.0
+    assert pids & {p["pid"] for p in state.top_processes}
+    assert state.line.startswith("Machine BUSY") and "busiest:" in state.line
+    assert state.to_dict()["busy"] is True
+
+
+def test_a_load_starting_halfway_flags_the_rows_it_touched(tiny_resnet, monkeypatch):
+    load = BackgroundLoad(LOAD, max_seconds=60)
+    real_prepare = tiny_resnet.prepare_input
+
+    def prepare(batch_size, seq_len=None, **kwargs):
+        if batch_size == 4 and not load.children:  # the third point of the sweep: the load starts
+            load.start()
+        return real_prepare(batch_size, seq_len, **kwargs)
+
+    monkeypatch.setattr(tiny_resnet, "prepare_input", prepare)
+    quiet_before = not check_machine(1.0).busy
+    try:
+        df = benchmark.run_batch_sweep(tiny_resnet, [1, 2, 4, 8], timing=ONE_SECOND, measure_memory=False)
+    finally:
+        load.stop()
+    flags = df.set_index("batch_size")["interference"]
+    assert bool(flags[4]) and bool(flags[8])
+    assert df["interference_detail"].str.contains("CPU cores").all()
+    if quiet_before:
+        assert not bool(flags[1]) and not bool(flags[2])
+
+
+class _Work:
+    """A stand-in model: ``reps`` matrix products per call (the variant does half the baseline's work).
+
+    Calls last tens of milliseconds, longer than the scheduler's time slice, so sharing the CPU with the
+    load slows each call (a call shorter than a slice often runs untouched and its median would not move).
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, reps: int):
+        self.run = _work(256, reps)
+
+    def prepare_input(self, batch_size, seq_len=None):
+        return {}
+
+    def forward(self, inputs):
+        self.run()
+
+
+def test_paired_speedup_survives_a_load_that_comes_and_goes_while_the_unpaired_ratio_does_not():
+    baseline, variant = _Work(40), _Work(20)
+    config = TimingConfig(min_samples=10, min_time_s=1.5, max_time_s=1.5, target_rel_ci=1e-9, min_warmup=2,
+                          warmup_window=2, max_warmup_s=0.2, num_threads=1)
+    quiet = paired_speedup(baseline, variant, 1, rounds=20, timing=config, block_s=0.0)["paired_speedup"]
+
+    with BackgroundLoad(LOAD, max_seconds=60) as load:
+        # unpaired: the baseline is timed while the machine is busy, the variant after it became quiet
+        slow_base = measure(lambda: baseline.forward({}), "cpu", config).median_ms
+        load.pause()
+        fast_variant = measure(lambda: variant.forward({}), "cpu", config).median_ms
+        # paired: the same load switching on and off every 0.5 s during the rounds (one call per block)
+        stop = threading.Event()
+
+        def toggle():
+            on = False
+            while not stop.wait(0.5):
+                load.resume() if not on else load.pause()
+                on = not on
+        switcher = threading.Thread(target=toggle, daemon=True)
+        switcher.start()
+        try:
+            loaded = paired_speedup(baseline, variant, 1, rounds=20, timing=config, block_s=0.0)
+        finally:
+            stop.set()
+            switcher.join()
+    unpaired = slow_base / fast_variant
+    assert loaded["paired_speedup"] == pytest.approx(quiet, rel=0.25)
+    assert unpaired > 1.4 * quiet
+    assert loaded["interference"] is True  # the pairing survives the load, and the row still says it was there
+
+
+def test_combine_flags_a_row_if_any_window_was_flagged():
+    clean = Interference(False, "clean", 0.05, 1.0)
+    busy = Interference(True, "busy", 1.5, 1.0)
+    assert combine([clean, busy]).flagged and combine([clean, busy]).detail == "busy"
+    assert not combine([clean, clean]).flagged and combine([]).detail == "not measured"
+
+
+def _timed(p50, low, high, **extra):
+    return {"model": "m", "device": "cpu", "variant": "eager-fp32", "batch_size": 1, "seq_len": None, "status": "ok",
+            "latency_p50_ms": p50, "latency_ci_low_ms": low, "latency_ci_high_ms": high, **extra}
+
+
+def test_disagreements_flag_a_baseline_that_moved_between_notebooks():
+    bench = pd.DataFrame([_timed(100.0, 98.0, 102.0), {**_timed(50.0, 49.0, 51.0), "batch_size": 8}])
+    optimize = pd.DataFrame([_timed(400.0, 390.0, 410.0), {**_timed(53.0, 51.0, 55.0), "batch_size": 8},
+                             {**_timed(10.0, 9.0, 11.0), "variant": "bf16"}])
+    table = disagreements(bench, optimize).set_index("batch_size")
+    assert not table.loc[1, "agree"] and table.loc[1, "message"].startswith(DISAGREE_MESSAGE)
+    assert table.loc[1, "ratio"] == pytest.approx(4.0)
+    assert table.loc[8, "agree"] and table.loc[8, "message"] == "consistent"  # within CIs + 10%
+
+
+def test_quality_counts_and_too_few_samples():
+    df = pd.DataFrame([_timed(1.0, 0.9, 1.1, converged=True, interference=False),
+                       _timed(1.0, math.nan, math.nan, converged=False, interference=True),
+                       {**_timed(None, None, None), "status": "oom"}])
+    assert quality_counts(df) == {"rows": 2, "interference": 1, "not_converged": 1, "too_few_samples": 1}
+    assert ci_text(math.nan, 2.0) == "too few samples" and ci_text(1.0, 2.0) == "[1, 2] ms"
