@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny distilbert and short timing (a smoke run)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=None, help="default: 128 (32 with --quick)")
-    parser.add_argument("--max-time", type=float, default=None, help="cap per timed point, seconds (default 8; 1 quick)")
+    parser.add_argument("--max-time", type=float, default=None,
+                        help="cap per timed point, seconds (default 8; 1 with --quick)")
     parser.add_argument("--rounds", type=int, default=10, help="paired rounds (default 10)")
     parser.add_argument("--load", type=int, default=3, help="spinning processes (default 3)")
     parser.add_argument("--period", type=float, default=1.0, help="seconds the load stays on, then off (default 1)")
@@ -60,7 +61,8 @@ def describe(label: str, df, seconds: float) -> None:
     print(f"  unpaired speedup {row['speedup_vs_baseline']:.2f}x  95% CI "
           f"[{row['speedup_ci_low']:.2f}, {row['speedup_ci_high']:.2f}]")
     print(f"  paired speedup   {row['paired_speedup']:.2f}x  95% CI "
-          f"[{row['paired_speedup_ci_low']:.2f}, {row['paired_speedup_ci_high']:.2f}]  verdict: {row['speedup_verdict']}")
+          f"[{row['paired_speedup_ci_low']:.2f}, {row['paired_speedup_ci_high']:.2f}]  "
+          f"verdict: {row['speedup_verdict']}")
     print(f"  interference: baseline {bool(base['interference'])} ({base['interference_detail']})")
     print(f"                bf16     {bool(row['interference'])} ({row['interference_detail']})")
     print("  " + recommend(df.reset_index())["recommendation"].iloc[0])

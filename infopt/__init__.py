@@ -9,12 +9,12 @@ from .determinism import seed_everything, set_determinism
 from .devices import DEVICE_CHOICES, resolve_device, synchronize
 from .errors import (DeviceUnavailableError, InfoptError, InvalidInputError, UnknownModelError,
                      WeightsUnavailableError)
-from .models import list_models, load_model
+from .models import list_models, load_model, spec_folder_name, validate_spec
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEVICE_CHOICES", "DeviceUnavailableError", "InfoptError", "InvalidInputError", "UnknownModelError",
     "WeightsUnavailableError", "list_models", "load_model", "resolve_device", "seed_everything",
-    "set_determinism", "synchronize", "__version__",
+    "set_determinism", "spec_folder_name", "synchronize", "validate_spec", "__version__",
 ]

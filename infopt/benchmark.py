@@ -32,7 +32,8 @@ from .timing import TimingConfig, measure, recorded_failure, thread_count
 #: Columns of :func:`run_batch_sweep`, in order (``samples_ms`` holds the raw per-call latencies).
 BENCHMARK_COLUMNS = (
     "model", "device", "variant", "batch_size", "seq_len", "status", "error", "n_samples", "converged",
-    "interference", "interference_detail", "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
+    "interference", "interference_detail",
+    "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_max_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_iqr_ms", "latency_cv",
     "throughput_items_per_s", "tokens_per_s", "peak_memory_mb", "activation_memory_mb", "baseline_memory_mb",
     "peak_reserved_mb", "memory_method", "warmup_calls", "warmup_stable", "stop_reason", "timer", "num_threads",

@@ -40,7 +40,8 @@ from .timing import gc_paused, recorded_failure, thread_count
 
 GENERATION_COLUMNS = (
     "model", "device", "variant", "batch_size", "prompt_len", "new_tokens", "use_cache", "status", "error",
-    "interference", "interference_detail", "repeats", "ttft_ms", "ttft_min_ms", "ttft_max_ms", "tpot_mean_ms", "tpot_std_ms", "tpot_p50_ms", "tpot_p90_ms",
+    "interference", "interference_detail", "repeats", "ttft_ms", "ttft_min_ms", "ttft_max_ms", "tpot_mean_ms",
+    "tpot_std_ms", "tpot_p50_ms", "tpot_p90_ms",
     "tpot_p99_ms", "tpot_ci_low_ms", "tpot_ci_high_ms", "decode_tokens_per_s", "prefill_tokens_per_s", "e2e_ms",
     "peak_memory_mb", "activation_memory_mb", "memory_method", "num_threads", "wall_time_s",
     "ttft_samples_ms", "e2e_samples_ms", "tpot_samples_ms",

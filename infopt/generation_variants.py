@@ -329,10 +329,15 @@ def recommend_generation(df: pd.DataFrame) -> pd.DataFrame:
             low, high = best.get(f"{column}_ci_low"), best.get(f"{column}_ci_high")
             interval = f"95% CI {low:.2f}-{high:.2f}x" if column == paired and pd.notna(low) else "no CI"
             value = best[f"{metric}_p50_ms" if metric == "tpot" else "ttft_ms"]
-            text = (f"{key[0]} on {key[1]} (batch {key[2]}, prompt {key[3]}): best {metric.upper()} with "
-                    f"{best['variant']}, {best['_s']:.2f}x vs {BASELINE} ({interval}; {value:.3g} ms); "
-                    f"identical tokens {best['identical_token_share']:.0%}, prefill rel. error "
-                    f"{best['prefill_rel_error']:.2g}")
+            where = f"{key[0]} on {key[1]} (batch {key[2]}, prompt {key[3]})"
+            if best["variant"] == BASELINE:
+                text = f"{where}: for {metric.upper()} keep {BASELINE} ({value:.3g} ms); no safe variant was faster."
+            else:
+                text = (f"{where}: best {metric.upper()} with {best['variant']}, {best['_s']:.2f}x vs {BASELINE} "
+                        f"({interval}; {value:.3g} ms); identical tokens {best['identical_token_share']:.0%}, "
+                        f"prefill rel. error {best['prefill_rel_error']:.2g}")
+                if column == paired and pd.notna(low) and low <= 1:
+                    text += "; the gain is within measurement noise"
             rows.append({**base, "variant": best["variant"], "speedup": best["_s"], "speedup_ci_low": low,
                          "speedup_ci_high": high, "recommendation": text})
     return pd.DataFrame(rows)

@@ -114,7 +114,8 @@ def _nvml_handle(nvml, device: torch.device):
 class _GpuWatch:
     """Other processes, their utilisation and throttling on one CUDA device, over a window."""
 
-    _THROTTLE = {"nvmlClocksThrottleReasonSwThermalSlowdown": "thermal", "nvmlClocksThrottleReasonHwSlowdown": "hw slowdown",
+    _THROTTLE = {"nvmlClocksThrottleReasonSwThermalSlowdown": "thermal",
+                 "nvmlClocksThrottleReasonHwSlowdown": "hw slowdown",
                  "nvmlClocksThrottleReasonHwThermalSlowdown": "hw thermal",
                  "nvmlClocksThrottleReasonHwPowerBrakeSlowdown": "power brake"}
 
@@ -358,8 +359,8 @@ def disagreements(benchmark: pd.DataFrame, optimize: pd.DataFrame, *,
     shared point: both medians and CIs, ``ratio`` (optimize / benchmark),
     ``agree`` and ``message``.
     """
-    keys = ["model", "device", "batch_size"] + (["seq_len"] if "seq_len" in benchmark and "seq_len" in optimize
-                                                else [])
+    shared = [key for key in ("run", "seq_len") if key in benchmark and key in optimize]  # run: gathered results
+    keys = ["model", "device", "batch_size"] + shared
     wanted = ["latency_p50_ms", "latency_ci_low_ms", "latency_ci_high_ms"]
 
     def pick(frame: pd.DataFrame, tag: str) -> pd.DataFrame:
@@ -390,6 +391,61 @@ def disagreements(benchmark: pd.DataFrame, optimize: pd.DataFrame, *,
     return pd.DataFrame(out, columns=columns + ["ratio", "agree", "message"])
 
 
-__all__ = ["BackgroundLoad", "CONSISTENCY_TOLERANCE", "CPU_THRESHOLD_CORES", "DISAGREE_MESSAGE", "GPU_THRESHOLD_PERCENT",
-           "INTERFERENCE_COLUMNS", "Interference", "MachineCheck", "check_machine", "ci_text", "combine",
-           "disagreements", "quality_counts", "watch"]
+def quality_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per notebook result (``{"benchmark": df, ...}``), run and model: the :func:`quality_counts` of its rows.
+
+    Only groups with something to report are kept; an empty table means every timed row is clean, converged
+    and has its CI.
+    """
+    rows = []
+    for name, frame in frames.items():
+        if frame is None or frame.empty or "status" not in frame:
+            continue
+        ci = ("tpot_ci_low_ms", "tpot_ci_high_ms") if "tpot_ci_low_ms" in frame else (
+            "latency_ci_low_ms", "latency_ci_high_ms")
+        keys = [key for key in ("run", "model", "device") if key in frame]
+        for values, group in frame.groupby(keys, sort=True) if keys else [((), frame)]:
+            values = values if isinstance(values, tuple) else (values,)
+            counts = quality_counts(group, ci)
+            if counts["interference"] or counts["not_converged"] or counts["too_few_samples"]:
+                rows.append({"results": name, **dict(zip(keys, values)), **counts})
+    return pd.DataFrame(rows, columns=["results", "run", "model", "device", "rows", "interference", "not_converged",
+                                       "too_few_samples"])
+
+
+#: Timed result files of a run (``{model}_{device}_{kind}.csv``) and the CI columns of each kind.
+TIMED_KINDS = {"results": ("latency_ci_low_ms", "latency_ci_high_ms"),
+               "variants": ("latency_ci_low_ms", "latency_ci_high_ms"),
+               "generation": ("tpot_ci_low_ms", "tpot_ci_high_ms")}
+
+
+def run_quality_lines(run_dir) -> list[str]:
+    """One line per timed result file of a run with flagged, non-converged or too-few-samples rows (else none).
+
+    For the runner's terminal summary; the report shows the same counts (:func:`quality_counts`).
+    """
+    from pathlib import Path
+
+    lines = []
+    for kind, ci_columns in TIMED_KINDS.items():
+        for path in sorted(Path(run_dir).glob(f"**/*_{kind}.csv")):
+            try:
+                counts = quality_counts(pd.read_csv(path), ci_columns)
+            except (OSError, ValueError, KeyError, pd.errors.ParserError):
+                continue
+            parts = []
+            if counts["interference"]:
+                parts.append(f"{counts['interference']} flagged for interference (machine busy)")
+            if counts["not_converged"]:
+                parts.append(f"{counts['not_converged']} not converged (more time per point: "
+                             "--param max_time_s=...)")
+            if counts["too_few_samples"]:
+                parts.append(f"{counts['too_few_samples']} with too few samples for a CI")
+            if parts:
+                lines.append(f"  {path.stem}: of {counts['rows']} timed rows, " + ", ".join(parts))
+    return lines
+
+
+__all__ = ["BackgroundLoad", "CONSISTENCY_TOLERANCE", "CPU_THRESHOLD_CORES", "DISAGREE_MESSAGE",
+           "GPU_THRESHOLD_PERCENT", "INTERFERENCE_COLUMNS", "Interference", "MachineCheck", "check_machine", "ci_text", "combine",
+           "disagreements", "quality_counts", "quality_table", "run_quality_lines", "watch"]

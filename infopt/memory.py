@@ -107,7 +107,8 @@ def _prefill(model, inputs: dict):
 
 # --------------------------------------------------------------------------- peak vs batch
 
-def memory_vs_batch(model, batch_sizes=DEFAULT_BATCH_SIZES, seq_len: int | None = None, *, calls: int = 2) -> pd.DataFrame:
+def memory_vs_batch(model, batch_sizes=DEFAULT_BATCH_SIZES, seq_len: int | None = None, *,
+                    calls: int = 2) -> pd.DataFrame:
     """Peak memory per batch size, split into weights, KV cache and activations + workspace.
 
     Causal LMs are measured on a generation prefill (``use_cache=True``), so

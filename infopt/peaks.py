@@ -372,7 +372,8 @@ def best_compute(matmul: dict, conv: dict) -> dict:
     family, kernel, entry = max(candidates, key=lambda c: c[2]["measured_flops_per_s"])
     return {"status": "ok", "family": family, "kernel": kernel,
             "measured_flops_per_s": entry["measured_flops_per_s"], "median_flops_per_s": entry["median_flops_per_s"],
-            "by_family": {f: e["measured_flops_per_s"] for f, _, e in candidates}}
+            "by_family": {f: e["measured_flops_per_s"] for f, _, e in candidates},
+            **{key: entry[key] for key in ("interference", "interference_detail") if key in entry}}
 
 
 def measure_copy_bandwidth(device: torch.device, quick: bool = False) -> dict:

@@ -44,12 +44,18 @@ def shared_plotly_js(start: str | Path, levels: int = 4) -> Path:
     """Where the plotly.js shared by everything written under ``start`` lives.
 
     The nearest of ``start`` and its ``levels`` parents that holds ``run.json``
-    (or already a ``plotly.min.js``) is the run root; without one, ``start`` itself.
+    (or already a ``plotly.min.js``) is the run root; else, below the results
+    folder, the run folder (e.g. ``results/interactive`` of hand runs); else ``start`` itself.
     """
+    from .layout import default_results_dir
+
     folder = Path(start).resolve()
     for candidate in [folder, *folder.parents][:levels + 1]:
         if any((candidate / marker).is_file() for marker in _RUN_MARKERS):
             return candidate / PLOTLY_JS
+    results = default_results_dir()
+    if results in folder.parents:
+        return results / folder.relative_to(results).parts[0] / PLOTLY_JS
     return folder / PLOTLY_JS
 
 
@@ -229,6 +235,25 @@ def generation_latency(df: pd.DataFrame, title: str = "Time to first token and p
         ))
     return measured_ticks(_layout(fig, title, "prompt length (tokens)", "latency (ms)", log_x=True, log_y=True),
                           data["prompt_len"])
+
+
+def generation_variants(df: pd.DataFrame, title: str = "TTFT and TPOT per generation variant") -> go.Figure:
+    """Bars per variant (:func:`infopt.generation_variants.run_generation_variant_sweep` rows): TTFT and TPOT
+    p50 with a bar to p99; variants outside the generation accuracy guard are hatched."""
+    data = _ok(df)
+    if data.empty:
+        return _empty(title, "no successful generation variant rows")
+    failed = ["x" if pd.notna(ok) and not bool(ok) else ""
+              for ok in data.get("generation_accuracy_ok", pd.Series([None] * len(data)))]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=data["variant"], y=data["ttft_ms"], name="TTFT (median)",
+                         marker={"pattern": {"shape": failed}}))
+    fig.add_trace(go.Bar(x=data["variant"], y=data["tpot_p50_ms"], name="TPOT p50 (bar to p99)",
+                         marker={"pattern": {"shape": failed}},
+                         error_y={"type": "data", "symmetric": False,
+                                  "array": data["tpot_p99_ms"] - data["tpot_p50_ms"], "arrayminus": [0] * len(data)}))
+    fig.update_layout(barmode="group")
+    return _layout(fig, title, "variant", "latency (ms)", log_y=True)
 
 
 # -- profile ------------------------------------------------------------------

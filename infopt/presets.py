@@ -47,8 +47,8 @@ class Preset:
     prompt_lengths: tuple[int, ...]            # generation sweep with the KV cache (gpt2)
     no_cache_prompt_lengths: tuple[int, ...]   # generation sweep without the KV cache
     new_tokens: int                            # tokens generated per prompt
-    benchmark_max_time_s: float                # cap per timed benchmark point (ignored when quick)
-    variant_max_time_s: float                  # cap per timed variant point (ignored when quick)
+    benchmark_max_time_s: float                # cap per timed benchmark point (not passed when quick)
+    variant_max_time_s: float                  # cap per timed variant point (not passed when quick)
     profile_active: int                        # profiled steps
     kv_prompt_len: int                         # prompt before the KV-cache measurement
     kv_new_tokens: int                         # tokens generated while the KV cache is measured
@@ -67,10 +67,12 @@ class Preset:
     def notebook_parameters(self, notebook: str) -> dict:
         """The size parameters of one notebook (model, device and folders are the runner's)."""
         common = {"size": self.size, "quick": self.quick, "seq_len": self.seq_len}
+        # quick timing (TimingConfig.quick()) has its own cap: a max_time_s would be recorded but ignored
+        cap = {} if self.quick else {"max_time_s": self.benchmark_max_time_s}
         if notebook == "benchmark":
             return {**common, "batch_sizes": list(self.batch_sizes), "prompt_lengths": list(self.prompt_lengths),
                     "no_cache_prompt_lengths": list(self.no_cache_prompt_lengths), "new_tokens": self.new_tokens,
-                    "max_time_s": self.benchmark_max_time_s}
+                    **cap}
         if notebook == "profile":
             return {**common, "batch_size": self.single_batch(), "active": self.profile_active}
         if notebook == "memory":
@@ -78,7 +80,8 @@ class Preset:
                     "kv_prompt_len": self.kv_prompt_len, "kv_new_tokens": self.kv_new_tokens}
         if notebook == "optimize":
             return {**common, "batch_sizes": list(self.optimize_batch_sizes), "variants": list(self.variants),
-                    "include_compile": self.include_compile, "max_time_s": self.variant_max_time_s}
+                    "include_compile": self.include_compile,
+                    **({} if self.quick else {"max_time_s": self.variant_max_time_s})}
         if notebook == REPORT_NOTEBOOK:
             return {}
         raise KeyError(notebook)

@@ -43,6 +43,12 @@ from .sweep import resolve_seq_len
 
 MODULE_PREFIX = "module::"
 
+# On a machine without CUDA, libkineto prints "USDT: profiler_start/stop" and "ERROR ... gpuGetDeviceCount failed
+# with code 35" to the process's stderr at every profile: noise, not errors. Level 6 silences them; a user's own
+# KINETO_LOG_LEVEL wins, and with CUDA present its messages stay visible (they may be real).
+if not torch.cuda.is_available():
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+
 CPU_OVERHEAD_DEFINITION = (
     "framework_and_python_fraction = 1 - operator time / wall time of the profiled steps, where operator time "
     "is the sum of the self time of every operator (= the union of outermost operator intervals: nested time "

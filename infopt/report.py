@@ -185,7 +185,8 @@ class ReportScope:
                 raise InvalidInputError(f"No run named {run!r} under {self.results_dir} "
                                         f"(runs there: {', '.join(available) or 'none'}).")
         wanted = ([run_name] + [r for r in compare_runs if r != run_name]) if run_name else available
-        reference = quick.get(run_name, False) if run_name else False
+        # the kind of run the report is about: its own run's, else full-size unless the folder holds only smoke runs
+        reference = quick.get(run_name, False) if run_name else bool(wanted) and all(quick.get(r) for r in wanted)
         self.notes = []
         if not include_quick:
             left_out = [r for r in wanted if quick.get(r, False) != reference and r != run_name]

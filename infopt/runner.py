@@ -5,10 +5,13 @@ then the report, in the folders :class:`infopt.layout.RunLayout` defines, with
 the sizes of one :class:`infopt.presets.Preset` (recorded in ``run.json``).
 
 Everything a user can get wrong is checked before any kernel starts (one line
-on stderr, exit code 2). Notebooks run one after another (timing notebooks must
-never share the device), each in a kernel running this very interpreter. A
-failing notebook is kept (papermill's error banner), recorded, and the run goes
-on; the exit code is then 1. Ctrl-C marks the manifest ``interrupted``.
+on stderr, exit code 2), ``--param`` values included. Notebooks run one after
+another (timing notebooks must never share the device), each in a kernel running
+this very interpreter, while the run folder is locked (``.run.lock``). A failing
+notebook is kept (papermill's error banner), recorded, and the run goes on; the
+exit code is then 1. A failure to write the run's own files stops the run (exit 1,
+reason in ``run.json``). Ctrl-C (130) and SIGTERM (143) mark it ``interrupted``.
+``--resume`` continues a run with the settings in its manifest.
 """
 
 from __future__ import annotations
@@ -334,7 +337,7 @@ def resolve_settings(args) -> dict | None:
         setattr(args, name, recorded if name != "models" or recorded else None)
     recorded_params = settings.get("extra_parameters") or {}
     if not isinstance(recorded_params, dict):
-        raise RunnerError(f"Cannot --resume: the manifest's extra_parameters is not an object.")
+        raise RunnerError("Cannot --resume: the manifest's extra_parameters is not an object.")
     if args.param:
         given = {}
         for name, raw in args.param:
@@ -890,6 +893,10 @@ def print_summary(plan: Plan) -> None:
     print(f"  {'notebook':<{widths[0]}}  {'status':<{widths[1]}}  {'seconds':>{widths[2]}}  error")
     for key, status, seconds, error in rows:
         print(f"  {key:<{widths[0]}}  {status:<{widths[1]}}  {seconds:>{widths[2]}}  {error[:100]}")
+    from .interference import run_quality_lines
+
+    for line in run_quality_lines(plan.run_dir):  # flagged / non-converged / too-few-samples rows, per file
+        print(line)
     report = plan.run_dir / "report.html"
     if report.is_file():
         print(f"Report: {report}")
@@ -898,7 +905,7 @@ def print_summary(plan: Plan) -> None:
 def list_everything(notebook_dir: Path) -> None:
     print(f"models: {' '.join(list_models())}")
     print(f"  {spec_help()}")
-    print(f"devices: {' '.join(DEVICE_CHOICES)}")
+    print(f"devices: {' '.join(DEVICE_CHOICES)} cuda:N")
     for name in [*MODEL_NOTEBOOKS, REPORT_NOTEBOOK]:
         path = notebook_dir / f"{name}.ipynb"
         if not path.is_file():
@@ -933,9 +940,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     try:
-        return _start(plan, args, command)
+        with _sigterm_as_interrupt():
+            return _start(plan, args, command)
+    except KeyboardInterrupt as interrupt:  # before the first notebook (run_plan handles the rest)
+        by = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
+        print(f"Interrupted by {by} before any notebook ran; nothing was measured.", file=sys.stderr)
+        return 143 if by == "SIGTERM" else 130
     finally:
         lock.release()
+        if not args.resume and not plan.layout.manifest.exists():
+            with contextlib.suppress(OSError):  # a new run that never started leaves no folder behind
+                plan.run_dir.rmdir()
 
 
 def take_run_folder(plan: Plan, *, resume: bool) -> RunLock:

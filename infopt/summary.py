@@ -104,7 +104,7 @@ def _recommendation_part(rows: pd.DataFrame) -> dict:
         if variant == BASELINE:
             texts.append(f"b{row['batch_size']}: keep {BASELINE} (no safe variant faster)")
             continue
-        ci = "" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
+        ci = " (no CI)" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
         noise = "" if row.get("distinguishable") else ", within noise"
         texts.append(f"b{row['batch_size']}: {variant} {speed:.2f}x{ci}{noise}")
         if math.isnan(out["speedup"]) or speed > out["speedup"]:
@@ -154,7 +154,8 @@ def _with_text(frame: pd.DataFrame) -> pd.DataFrame:
     def latency(r):
         if math.isnan(r["latency_p50_ms"]):
             return MISSING
-        ci = "" if math.isnan(r["latency_ci_low_ms"]) else f" [{r['latency_ci_low_ms']:.3g}, {r['latency_ci_high_ms']:.3g}]"
+        ci = " (no CI: too few samples)" if math.isnan(r["latency_ci_low_ms"]) else \
+            f" [{r['latency_ci_low_ms']:.3g}, {r['latency_ci_high_ms']:.3g}]"
         return f"{r['latency_p50_ms']:.3g} ms{ci} @ b{r['latency_batch']:.0f}"
 
     def throughput(r):

@@ -37,7 +37,9 @@ TORCHAO_VARIANTS: dict[str, tuple[str, dict, tuple[str, ...], str]] = {
     "torchao-int8-dynamic": ("Int8DynamicActivationInt8WeightConfig", {}, ("cpu", "cuda"),
                              "torchao int8 weights + int8 dynamic activations for every nn.Linear (the successor "
                              "of int8-dynamic)"),
-    "torchao-int4-weight-only": ("Int4WeightOnlyConfig", {"group_size": 128}, ("cuda",),
+    # tile_packed_to_4d: torch's own tinygemm kernel (the "plain" default needs the separate mslk package)
+    "torchao-int4-weight-only": ("Int4WeightOnlyConfig", {"group_size": 128, "int4_packing_format": "tile_packed_to_4d"},
+                                 ("cuda",),
                                  "torchao int4 grouped (128) weight-only quantization of every nn.Linear, bf16 "
                                  "activations"),
     "torchao-float8": ("Float8DynamicActivationFloat8WeightConfig", {}, ("cuda",),
@@ -113,7 +115,11 @@ def transform(name: str) -> Callable:
             filter_fn = lambda m, _fqn: isinstance(m, nn.Linear) and m.in_features % 128 == 0  # noqa: E731
         else:
             filter_fn = None
-        tq.quantize_(module, getattr(tq, config_name)(**kwargs), filter_fn=filter_fn)
+        config_class = getattr(tq, config_name)
+        # never let torchao change torch._inductor's global config: later compiled variants would inherit it
+        extra = {"set_inductor_config": False} if "set_inductor_config" in getattr(
+            config_class, "__dataclass_fields__", {}) else {}
+        tq.quantize_(module, config_class(**kwargs, **extra), filter_fn=filter_fn)
         model.notes.append(f"torchao {config_name}")
         model.eager_module = module
     return apply

@@ -28,9 +28,9 @@ interactive: bool = False  # True: ipywidgets controls over the saved results (J
 batch_sizes: list = [1, 4, 8, 16]  # batch sizes to sweep (each at least 1)
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
 prompt_lengths: list = [32, 128, 512]  # gpt2 only: prompt lengths for the generation sweep
-no_cache_prompt_lengths: list = [32, 128]  # gpt2 only: prompts also generated WITHOUT the KV cache (empty list: skip)
+no_cache_prompt_lengths: list = [32]  # gpt2 only: prompts also generated WITHOUT the KV cache (empty list: skip)
 new_tokens: int = 32  # gpt2 only: tokens generated per prompt (forced, never stops early)
-max_time_s: float = 15.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
+max_time_s: float = 8.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
 
 # %%
 import pandas as pd

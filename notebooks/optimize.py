@@ -30,7 +30,11 @@ batch_sizes: list = [1, 8]  # batch sizes to compare variants at (each at least 
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
 variants: list = []  # variant specs such as "bf16+channels-last"; empty list: the default set
 include_compile: bool = False  # True: also torch.compile variants (minutes each on CPU; the runner turns them on for GPUs)
-max_time_s: float = 15.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
+max_time_s: float = 5.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
+generation: bool = True  # causal LMs: also time the generation variants (TTFT / TPOT)
+prompt_len: int = 32  # prompt tokens for the generation variants
+new_tokens: int = 64  # generated tokens per generate call (at least 2)
+generation_variants: list = []  # e.g. "static-cache", "bf16-weights+static-cache"; empty list: the default set
 
 # %%
 import pandas as pd
@@ -87,6 +91,34 @@ recommendations = recommend(sweep)
 for line in recommendations["recommendation"]:
     print(line)
 recommendations
+
+# %% [markdown]
+# ## Generation: TTFT and TPOT per variant (causal LMs)
+# Each variant runs the whole `generate` loop with the KV cache (baseline: eager fp32, dynamic cache): TTFT, TPOT
+# median and p99, decode tokens/s; `paired_*_speedup` = median over alternating baseline/variant rounds of
+# baseline / variant (95% CI). Accuracy: greedy continuation vs eager fp32 (first divergence, share of identical
+# tokens) and the prefill logits' relative error; `generation_tolerance` states the test.
+
+# %%
+if generation and wrapper.is_causal_lm:
+    from infopt.generation_variants import recommend_generation, run_generation_variant_sweep
+
+    gen_sweep = run_generation_variant_sweep(
+        wrapper, generation_variants or None, prompt_len=min(prompt_len, 8) if quick else prompt_len,
+        new_tokens=min(new_tokens, 8) if quick else new_tokens, batch_size=1, repeats=1 if quick else 3,
+        paired_rounds=2 if quick else 6, include_compile=include_compile or None)
+    save_results(gen_sweep, out, model, label, kind="generation_variants", overwrite=overwrite,
+                 config={"prompt_len": prompt_len, "new_tokens": new_tokens, "variants": generation_variants})
+    display(gen_sweep[["variant", "status", "ttft_ms", "tpot_p50_ms", "tpot_p99_ms", "decode_tokens_per_s",
+                       "paired_tpot_speedup", "paired_tpot_speedup_ci_low", "paired_tpot_speedup_ci_high",
+                       "paired_ttft_speedup", "first_divergence", "identical_token_share", "prefill_rel_error",
+                       "generation_accuracy_ok", "compile_time_s", "error"]])
+    plots.show(plots.generation_variants(gen_sweep, title=f"{model} on {label}: TTFT and TPOT per variant"),
+               charts, "generation_variants")
+    for line in recommend_generation(gen_sweep)["recommendation"]:
+        print(line)
+else:
+    print(f"{model} is not a causal LM (or generation=False): no generation variants.")
 
 # %% [markdown]
 # ## Explore (interactive)

@@ -38,7 +38,7 @@ from infopt.notebook import model_notebook
 from infopt.params import coerce_namespace
 from infopt.results import save_results
 from infopt.profiling import profile_model
-from infopt.results import save_json
+from infopt.results import safe_name, save_json
 
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
@@ -96,13 +96,15 @@ plots.show(plots.time_breakdown(mods, name_col="module", time_col=mod_time, time
 
 # %% [markdown]
 # ## Roofline
-# Device peaks are measured here (a large matrix product per dtype and a large copy) and, where derivable,
+# Device peaks are measured here (per dtype the best of large matrix products and 3x3 / 1x1 convolutions in both
+# memory formats, the winning kernel named in the `note` column; and a large copy) and, where derivable,
 # computed from the hardware specification. Each module is a point at its operational intensity (FLOPs per byte of
 # **unfused eager** traffic: an upper bound on memory traffic, so intensities are lower bounds) and its achieved
 # FLOP/s, sized by its time. The roof is min(peak FLOP/s, bandwidth x intensity); the ridge is where the two meet.
 # A point left of the ridge is memory-bound (more bytes per FLOP would not help; fewer bytes would), right of it
 # compute-bound. The distance below the roof (`roof_fraction`) is the headroom; no point can honestly sit above
-# its roof.
+# its roof: one that does says why in `roof_note` (e.g. a convolution that may run a reduced-FLOP Winograd/FFT
+# algorithm, with its nominal FLOPs and rate). The largest roof fraction per level is shown below.
 
 # %%
 from infopt.notebook import device_peaks_once
@@ -111,7 +113,7 @@ from infopt.roofline import roofline
 from infopt.timing import TimingConfig
 
 peaks = device_peaks_once(wrapper.device, peaks_path, quick=quick)  # measured once per device and run
-save_json(peaks, out / f"{model}_{label}_peaks.json", overwrite=overwrite)
+save_json(peaks, out / f"{safe_name(model)}_{label}_peaks.json", overwrite=overwrite)  # a spec may hold "/"
 roof = roofline(wrapper, batch_size, device=wrapper.device, seq_len=text_seq_len, peaks=peaks,
                 timing=TimingConfig.quick() if quick else None)
 save_results(roof.modules, out, model, label, kind="roofline", config=roof.config, overwrite=overwrite)
@@ -122,6 +124,7 @@ for note in roof.notes:
     print("-", note)
 display(peaks_table(peaks))
 display(pd.Series(roof.whole_model, name="whole model").to_frame())
+display(roof.largest_roof_fractions())
 roof.modules.sort_values("time_ms", ascending=False).head(15)
 
 # %%

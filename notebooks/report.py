@@ -59,6 +59,29 @@ display(summary.table(headline).style.hide(axis="index"))
 plots.show(summary.chart(headline), charts, "summary")
 
 # %% [markdown]
+# ## Measurement quality
+# Rows to read with care, counted per notebook result, run and model: **interference**: other processes used more
+# than a quarter of a CPU core (or the GPU) while the row was timed (`interference_detail` gives the figure; such
+# rows are never recommended); **not_converged**: the time cap ended sampling before the median's CI reached its
+# target (rerun with `--param max_time_s=...` for converged figures); **too_few_samples**: fewer samples than a
+# 95% CI needs. Then each model's eager baseline in the optimize results against the same point of the benchmark
+# sweep: a disagreement beyond both CIs (+10%) means the machine changed between the notebooks.
+
+# %%
+from infopt.interference import disagreements, quality_table
+
+quality = quality_table({"benchmark": results, "generation": scope.gather("generation"), "optimize": variants})
+print("Every timed row is clean, converged and has its CI." if quality.empty else
+      f"{int(quality['interference'].sum())} row(s) timed on a busy machine, {int(quality['not_converged'].sum())} "
+      f"not converged, {int(quality['too_few_samples'].sum())} with too few samples:")
+if not quality.empty:
+    display(quality)
+consistency = disagreements(results, variants) if not (results.empty or variants.empty) else pd.DataFrame()
+for message in consistency.get("message", pd.Series(dtype=str)):
+    if message != "consistent":
+        print(message)
+
+# %% [markdown]
 # ## Runs
 # One row per run manifest (`run.json`): when it started, the device, how it ended and how long it took, and the
 # exact command. `notebooks_failed` counts failed or interrupted notebooks (see the status table below).

@@ -114,3 +114,14 @@ def test_report_screenshot_is_not_blank(report_html, tmp_path):
     assert len(painted) > 50  # text, axes, traces, anti-aliasing
     # Plotly's first trace colour (#636efa) is painted: a chart line was drawn, not only tables and text
     assert painted.get(bytes([0x63, 0x6E, 0xFA]), 0) > 20
+
+
+def test_model_pages_and_chart_files_render_offline_from_the_one_plotly_js(report_html, tmp_path):
+    run_dir = report_html.parent
+    for page in (run_dir / "cpu" / "resnet50" / "benchmark.html", run_dir / "cpu" / "gpt2" / "charts" / "throughput.html"):
+        html = page.read_text()
+        assert re.findall(r'<script[^>]*src="([^"]*)"', html)[0].endswith("plotly.min.js")
+        charts = len(re.findall(r'<div\b[^>]*class="plotly-graph-div"[^>]*>', html))
+        dom = chromium(page.as_uri(), tmp_path / page.stem, "--dump-dom").stdout
+        drawn = len(re.findall(r'<div\b[^>]*class="plotly-graph-div js-plotly-plot"[^>]*>', dom))
+        assert charts >= 1 and drawn == charts, f"{page}: {drawn} of {charts} charts rendered"

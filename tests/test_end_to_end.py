@@ -72,6 +72,10 @@ def test_run_json_lists_every_notebook_as_succeeded(run):
                                        "quick"]
     assert manifest["environment"]["torch_version"] and "git_commit" in manifest
     assert keys["gpt2/benchmark"]["parameters"]["size"] == "tiny"
+    assert manifest["settings"]["preset"] == "quick" and manifest["settings"]["preset_values"]["quick"] is True
+    # the lock is released and no notebook or file was left half-written
+    assert not [p for p in run.run_dir.rglob("*") if p.name == ".run.lock" or ".partial" in p.name
+                or p.name.endswith(".tmp")]
     print(f"quick run wall time: {run.wall_s:.0f} s")  # shown with -s; the target is under 3 minutes
 
 
@@ -88,11 +92,14 @@ def test_model_notebook_executed_without_error_and_exports_charts(run, model, na
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
     html = (folder / f"{name}.html").read_text()
-    # the chart is in the HTML itself (rendered div + plotly.js), not only in a MIME bundle nbconvert drops
+    # the chart is in the HTML page itself (a div drawn by the run's one plotly.min.js), not only in a MIME bundle
     expected = len(CHARTS[name]) + (1 if (model, name) in {("gpt2", "benchmark"), ("gpt2", "memory")} else 0)
     assert chart_divs(html) == expected
     assert html.count("Plotly.newPlot(") == expected
-    assert html.count(PLOTLY_JS_BANNER) == 1  # plotly.js embedded once per notebook, offline
+    assert html.count(PLOTLY_JS_BANNER) == 0  # no embedded copy: one shared file per run, offline
+    assert re.findall(r'<script[^>]*src="([^"]*)"', html) == ["../../plotly.min.js"]
+    assert "import pandas" not in html  # code hidden in the shared page
+    assert PLOTLY_JS_BANNER not in (folder / f"{name}.ipynb").read_text()  # the notebook stores the JSON only
     bundles = [o for c in nb.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(bundles) == expected  # and the JSON bundle JupyterLab draws
     for chart in CHARTS[name]:
@@ -125,19 +132,20 @@ def test_result_files_have_the_documented_columns(run, model):
         assert {"measured_mb", "analytic_mb"} <= set(pd.read_csv(folder / "gpt2_cpu_kv_cache.csv").columns)
 
 
-def test_charts_folders_ship_plotly_js_once(run):
-    folders = [run.run_dir / "cpu" / m / "charts" for m in MODELS] + [run.run_dir / "charts"]
-    for folder in folders:
-        assert (folder / "plotly.min.js").is_file()
+def test_chart_files_load_the_runs_one_plotly_js(run):
+    assert (run.run_dir / "plotly.min.js").is_file()
+    for folder, src in [(run.run_dir / "cpu" / m / "charts", "../../../plotly.min.js") for m in MODELS] + \
+            [(run.run_dir / "charts", "../plotly.min.js")]:
+        assert not (folder / "plotly.min.js").exists()
         pages = list(folder.glob("*.html"))
-        assert pages and all('src="plotly.min.js"' in p.read_text() for p in pages)
+        assert pages and all(f'src="{src}"' in p.read_text() for p in pages)
 
 
 def test_report_renders_every_model_and_recommendations(run):
     nb = _executed(run.run_dir / "report.ipynb")
     assert nb.metadata.papermill.exception is not True
     html = (run.run_dir / "report.html").read_text()
-    assert html.count(PLOTLY_JS_BANNER) == 1
+    assert re.findall(r'<script[^>]*src="([^"]*)"', html) == ["plotly.min.js"]
     assert chart_divs(html) >= 6
     for model in MODELS:
         assert f"{model} on cpu, batch 4:" in html  # one recommendation line per model and batch size
@@ -167,9 +175,10 @@ def test_report_puts_a_run_copied_from_another_machine_side_by_side(run, tmp_pat
     assert any(n and n.startswith("from-other-host") for n in names) and any(n and n.startswith("quick") for n in names)
 
 
-def test_notebook_defaults_write_a_fresh_interactive_folder_and_widgets_never_block(tmp_path):
+def test_notebook_defaults_write_to_the_shared_interactive_folder_and_widgets_never_block(tmp_path, monkeypatch):
     """As opened by hand: output_dir left at its default, interactive=True, executed headless."""
     (tmp_path / "notebooks").mkdir()
+    monkeypatch.setenv("INFOPT_RESULTS", str(tmp_path / "results"))  # else the checkout's results/ folder
     params = {"model": "distilbert", "size": "tiny", "quick": True, "batch_sizes": [1, 2], "seq_len": 16,
               "interactive": True}
     for attempt in range(2):  # twice: a second execution must not collide with the first one's results
@@ -177,14 +186,9 @@ def test_notebook_defaults_write_a_fresh_interactive_folder_and_widgets_never_bl
             str(REPO / "notebooks" / "benchmark.ipynb"), str(tmp_path / f"run{attempt}.ipynb"), parameters=params,
             progress_bar=False, kernel_name="python3", kernel_manager_class=runner._kernel_manager_class(),
             cwd=str(tmp_path / "notebooks"), execution_timeout=300)
-        if attempt == 0:
-            import time
-
-            time.sleep(1.1)  # the default folder is named by the UTC second
-    runs = sorted((tmp_path / "results" / "interactive").iterdir())
-    assert len(runs) == 2
-    for folder in runs:
-        assert (folder / "cpu" / "distilbert" / "distilbert_cpu_results.csv").is_file()
+    # hand runs of one model share one folder; the second replaced the first one's files
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("distilbert_cpu_results.csv")) == \
+        ["results/interactive/cpu/distilbert/distilbert_cpu_results.csv"]
     nb = _executed(tmp_path / "run1.ipynb")
     widgets = [o for c in nb.cells for o in c.get("outputs", [])
                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

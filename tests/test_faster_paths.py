@@ -213,6 +213,11 @@ def test_generation_variant_sweep(tiny_gpt2, tiny_distilbert):
     assert all(ok["generation_tolerance"].str.contains("prefill logits"))
     best = recommend_generation(df)
     assert set(best["metric"]) == {"TPOT", "TTFT"} and best["variant"].notna().all()
+    from infopt import plots
+
+    figure = plots.generation_variants(df)
+    assert [trace.name for trace in figure.data] == ["TTFT (median)", "TPOT p50 (bar to p99)"]
+    assert list(figure.data[0].x) == list(ok.index)
 
 
 def test_generate_runner_applies_cache_options(tiny_gpt2):

@@ -35,6 +35,8 @@ def test_sweep_has_one_complete_row_per_point(sweep):
     points = set(zip(sweep["use_cache"], sweep["batch_size"], sweep["prompt_len"]))
     assert points == {(c, b, p) for c in (True, False) for b in (1, 2) for p in (8, 16)}
     assert (sweep["model"] == "gpt2").all() and (sweep["new_tokens"] == NEW_TOKENS).all()
+    assert sweep["interference"].isin([True, False]).all()  # measured around each point's timed generate calls
+    assert sweep["interference_detail"].str.contains("CPU cores").all()
 
 
 def test_metrics_are_positive_and_consistent(sweep):

@@ -169,3 +169,77 @@ def test_quality_counts_and_too_few_samples():
                        {**_timed(None, None, None), "status": "oom"}])
     assert quality_counts(df) == {"rows": 2, "interference": 1, "not_converged": 1, "too_few_samples": 1}
     assert ci_text(math.nan, 2.0) == "too few samples" and ci_text(1.0, 2.0) == "[1, 2] ms"
+
+
+def _run_args(tmp_path, *extra):
+    return ["--device", "cpu", "--quick", "--models", "resnet50", "--notebooks", "benchmark", "--no-html",
+            "--output", str(tmp_path), "--run-name", "r", *extra]
+
+
+def test_runner_checks_the_machine_and_strict_quiet_refuses(tmp_path, capsys):
+    import json
+
+    from infopt import runner
+
+    with BackgroundLoad(LOAD, max_seconds=60):
+        code = runner.main(_run_args(tmp_path, "--strict-quiet"))
+    manifest = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert code == 2 and manifest["status"] == "refused"
+    assert manifest["machine_check"]["busy"] is True and manifest["machine_check"]["other_cpu_cores"] > 1.0
+    out = capsys.readouterr().out
+    assert "Machine BUSY" in out and "Refusing to measure (--strict-quiet)" in out
+    assert all(entry["status"] != "succeeded" for entry in manifest["notebooks"])
+
+
+def test_runner_records_a_busy_machine_and_carries_on(tmp_path, capsys, monkeypatch):
+    import json
+
+    from infopt import runner
+
+    ran = []
+
+    def run_plan(plan, args, argv, manifest=None):
+        ran.append(plan)
+        manifest.save("succeeded")
+        return 0
+
+    monkeypatch.setattr(runner, "run_plan", run_plan)
+    with BackgroundLoad(LOAD, max_seconds=60):
+        code = runner.main(_run_args(tmp_path))
+    manifest = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert code == 0 and ran and manifest["machine_check"]["busy"] is True
+    assert "Measuring anyway" in capsys.readouterr().out
+
+
+def test_run_quality_lines_count_what_needs_attention(tmp_path):
+    from infopt.interference import run_quality_lines
+
+    folder = tmp_path / "cpu" / "m"
+    folder.mkdir(parents=True)
+    pd.DataFrame([_timed(1.0, 0.9, 1.1, converged=True, interference=False),
+                  _timed(1.0, math.nan, math.nan, converged=False, interference=True)]).to_csv(
+        folder / "m_cpu_results.csv", index=False)
+    pd.DataFrame([_timed(1.0, 0.9, 1.1, converged=True, interference=False)]).to_csv(
+        folder / "m_cpu_variants.csv", index=False)
+    lines = run_quality_lines(tmp_path)
+    assert len(lines) == 1 and "m_cpu_results: of 2 timed rows, 1 flagged for interference" in lines[0]
+    assert "1 not converged (more time per point: --param max_time_s=...)" in lines[0]
+    assert "1 with too few samples for a CI" in lines[0]
+
+
+def test_quality_table_lists_only_groups_that_need_attention():
+    from infopt.interference import quality_table
+
+    clean = pd.DataFrame([{**_timed(1.0, 0.9, 1.1, converged=True, interference=False), "run": "a"}])
+    noisy = pd.DataFrame([{**_timed(1.0, 0.9, 1.1, converged=False, interference=True), "run": "a"}])
+    table = quality_table({"benchmark": clean, "optimize": noisy, "generation": pd.DataFrame()})
+    assert table[["results", "run", "model", "interference", "not_converged"]].values.tolist() == [
+        ["optimize", "a", "m", 1, 1]]
+
+
+def test_device_peaks_carry_interference_per_measurement():
+    from infopt.peaks import device_peaks
+
+    peaks = device_peaks("cpu", dtypes=["float32"], quick=True)
+    for entry in (peaks["matmul"]["float32"], peaks["conv"]["float32"], peaks["bandwidth"]):
+        assert entry["interference"] in (True, False) and "CPU cores" in entry["interference_detail"]

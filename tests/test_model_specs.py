@@ -202,6 +202,10 @@ def test_hf_quick_size_shrinks_the_config_and_says_so(tmp_path):
     assert model.num_kv_heads == 2 and model.config.num_attention_heads == 8  # grouped-query ratio 4 kept
     assert model.config.eos_token_id == 1023 and "smoke test" in model.info()["size_note"]
     assert model.forward(model.prepare_input(1, 8)).shape == (1, 8, 1024)
+    from infopt.models import describe_size
+
+    assert describe_size(f"hf:{folder}", "tiny")["shrunk_config"] == shrunk  # what the runner's manifest records
+    assert "as given" in describe_size("torchvision:resnet18", "tiny")["note"]
 
 
 def test_hf_pretrained_needs_local_weights(hf_folders):
@@ -314,12 +318,68 @@ def test_unimportable_factory_module(tmp_path, monkeypatch):
         validate_spec("py:not_there:make")
 
 
-@pytest.mark.parametrize("spec", ["torchvision:resnet19", "py:not_there:make"])
+@pytest.mark.parametrize("spec", ["torchvision:resnet19", "py:not_there:make", "hf:./empty", "hf:./t5",
+                                  "hf:someorg/not-cached"])
 def test_runner_exits_2_on_a_bad_spec_before_any_kernel(spec, tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
     from infopt import runner
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("INFOPT_ALLOW_NETWORK", raising=False)
+    (tmp_path / "empty").mkdir()
+    write_config(tmp_path / "t5", {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5",
+                                   "is_encoder_decoder": True})
     monkeypatch.setattr(runner, "run_plan", lambda *a, **k: pytest.fail("a kernel would have started"))
     assert runner.main(["--device", "cpu", "--quick", "--models", spec, "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "error:" in err
+
+
+# -- more interface checks ----------------------------------------------------------------------------------------
+
+def test_builtins_declare_the_interface(tiny_models):
+    resnet, gpt2, distilbert = tiny_models["resnet50"], tiny_models["gpt2"], tiny_models["distilbert"]
+    assert resnet.max_seq_len is None and resnet.kv_width is None and resnet.attn_implementation is None
+    assert resnet.has_image_input and resnet.info()["spec"] == "resnet50"
+    assert gpt2.is_causal_lm and (gpt2.num_kv_heads, gpt2.head_dim) == (2, 32) and gpt2.attn_implementation == "sdpa"
+    assert not distilbert.has_image_input and distilbert.config is not None and resnet.config is None
+
+
+def test_hf_image_classifier_and_relative_folder(tmp_path, monkeypatch):
+    vit = {"architectures": ["ViTForImageClassification"], "model_type": "vit", "hidden_size": 32,
+           "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32,
+           "patch_size": 8, "num_labels": 5}
+    write_config(tmp_path / "tiny-vit", vit)
+    monkeypatch.chdir(tmp_path)
+    assert validate_spec("hf:./tiny-vit") == f"hf:{tmp_path / 'tiny-vit'}"  # absolute: works from any kernel cwd
+    model = infopt.load_model("hf:./tiny-vit")
+    assert model.task == "vision" and model.has_image_input and model.image_size == 32 and not model.is_text
+    assert model.forward(model.prepare_input(3)).shape == (3, 5)
+    assert spec_folder_name(model.spec) == "hf-tiny-vit"
+
+
+def test_hf_pretrained_loads_the_local_weights(hf_folders, tmp_path):
+    source = infopt.load_model(f"hf:{hf_folders['bert']}", seed=1)
+    folder = tmp_path / "with-weights"
+    source.module.save_pretrained(folder)
+    loaded = infopt.load_model(f"hf:{folder}", weights="pretrained", seed=2)
+    inputs = source.prepare_input(1, 8)
+    assert loaded.info()["weights"] == "pretrained"
+    torch.testing.assert_close(loaded.forward(inputs), source.forward(inputs))
+
+
+@pytest.mark.parametrize("task,argmax", [("vision", True), ("causal-lm", True), ("masked-lm", True),
+                                         ("text-classification", True), ("encoder", False),
+                                         ("vision-encoder", False), ("generic", False)])
+def test_accuracy_guard_compares_argmax_only_for_logit_tasks(task, argmax):
+    import math
+
+    from infopt.accuracy import compare_outputs
+    from infopt.models import TASKS
+
+    assert task in TASKS
+    reference = torch.randn(4, 10)
+    result = compare_outputs(reference, reference.clone(), task)
+    assert math.isnan(result["top1_agreement"]) != argmax

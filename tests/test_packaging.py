@@ -43,3 +43,17 @@ def test_dockerfile_keeps_token_auth_and_runs_as_non_root():
     text = (ROOT / "Dockerfile").read_text()
     assert "USER lab" in text and "EXPOSE 8888" in text
     assert "token=''" not in text and 'token=""' not in text and "--NotebookApp.token=" not in text
+
+
+def test_dockerignore_keeps_results_git_and_virtual_environments_out_of_the_image():
+    lines = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert {".git", "results/*", ".venv/"} <= lines and "!results/README.md" in lines
+
+
+def test_what_the_runner_and_notebook_sources_import_is_declared():
+    """tqdm (the runner's progress bars) and jupytext (notebook sources) are direct dependencies."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r): r for r in project["dependencies"]}
+    for name in ("tqdm", "jupytext", "papermill", "nbformat"):
+        assert name in declared and ">=" in declared[name], name

@@ -42,6 +42,14 @@ def test_save_chart_without_a_run_keeps_plotly_js_beside_the_chart(tmp_path, swe
     assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == ["plotly.min.js", "throughput.html"]
 
 
+def test_hand_runs_share_one_plotly_js_per_results_run_folder(tmp_path, sweep, monkeypatch):
+    monkeypatch.setenv("INFOPT_RESULTS", str(tmp_path))
+    for model in ("a", "b"):
+        plots.save_chart(plots.throughput(sweep), tmp_path / "interactive" / "cpu" / model / "charts", "t")
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("plotly.min.js")] == \
+        ["interactive/plotly.min.js"]
+
+
 def test_notebook_renderer_stores_only_the_plotly_json(sweep):
     plots.use_notebook_renderer()
     assert pio.renderers.default == plots.NOTEBOOK_RENDERER

@@ -83,6 +83,14 @@ def test_a_quick_run_report_shows_only_quick_runs_marked(results):
     assert set(scope.gather("results")["run"]) == {"smoke (quick)"}
 
 
+def test_a_folder_report_shows_full_size_runs_or_only_smoke_runs(results, tmp_path_factory):
+    assert ReportScope(results).runs == ("full-a", "full-b")
+    smoke_only = tmp_path_factory.mktemp("smoke")
+    make_run(smoke_only, "s1", quick=True)
+    make_run(smoke_only, "s2", quick=True)
+    assert set(ReportScope(smoke_only).gather("results")["run"]) == {"s1 (quick)", "s2 (quick)"}
+
+
 def test_unknown_run_is_refused_by_name(results):
     with pytest.raises(InvalidInputError, match="No run named 'nope'"):
         ReportScope(results, "full-a", ["nope"])

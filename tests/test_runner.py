@@ -270,11 +270,13 @@ def test_committed_notebooks_are_generated_from_their_percent_sources(tmp_path):
 
 @pytest.mark.parametrize("name", ["benchmark", "profile", "memory", "optimize"])
 def test_notebook_defaults_are_the_full_preset(name):
-    """The notebooks' literal defaults and the runner's parameters come from one preset (infopt.presets.FULL)."""
+    """The notebooks' literal defaults and the runner's parameters come from one preset: the full run on the
+    notebooks' default device, the CPU (infopt.presets.FULL_CPU: capped timing, no torch.compile)."""
     from infopt import presets
 
     declared = papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
-    for key, value in presets.FULL.notebook_parameters(name).items():
+    assert ast.literal_eval(declared["device"]["default"]) == "cpu"
+    for key, value in presets.preset_for(False, "cpu").notebook_parameters(name).items():
         assert key in declared, key
         assert ast.literal_eval(declared[key]["default"]) == value, (name, key)
 
@@ -459,12 +461,12 @@ def test_a_live_lock_refuses_a_second_runner_and_a_stale_one_is_taken_over(tmp_p
     assert not lock.exists() and _manifest(run_dir)["status"] == "succeeded"
 
 
-def _runner_process(tmp_path, stub_notebooks, *extra, env=None):
+def _runner_process(tmp_path, stub_notebooks, *extra, env=None, group=False):
     command = [sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--output",
                str(tmp_path / "results"), "--run-name", "r", "--notebook-dir", str(stub_notebooks),
                "--notebooks", "benchmark", "--no-html", *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
-                            env={**__import__("os").environ, **(env or {})})
+                            env={**__import__("os").environ, **(env or {})}, start_new_session=group)
 
 
 def _wait_for(predicate, seconds=120.0):
@@ -506,18 +508,26 @@ def test_concurrent_runs_of_one_name_second_refused_in_one_line(tmp_path, stub_n
     assert _err_lines(err) == [] and _manifest(run_dir)["status"] == "succeeded" and _leftovers(run_dir) == []
 
 
-@pytest.mark.parametrize("sig, code, by", [("SIGTERM", 143, "SIGTERM"), ("SIGINT", 130, "Ctrl-C")])
+@pytest.mark.parametrize("sig, code, by, group", [
+    ("SIGTERM", 143, "SIGTERM", False),
+    ("SIGINT", 130, "Ctrl-C", False),
+    ("SIGINT", 130, "Ctrl-C", True),  # as a terminal sends it: to the runner and its kernel at once
+])
 def test_sigterm_and_ctrl_c_mark_the_run_interrupted_and_keep_finished_results(tmp_path, stub_notebooks, sig, code,
-                                                                              by):
+                                                                              by, group):
+    import os
     import signal
+    import time
 
     run_dir = tmp_path / "results" / "r"
-    proc = _runner_process(tmp_path, stub_notebooks, env={SLEEP_ENV: "gpt2=60"})
+    proc = _runner_process(tmp_path, stub_notebooks, env={SLEEP_ENV: "gpt2=60"}, group=group)
     try:
         assert _wait_for(lambda: _running(run_dir, "gpt2/benchmark"))
-        import time
         time.sleep(3)  # the kernel is in the sleeping cell
-        proc.send_signal(getattr(signal, sig))
+        if group:
+            os.killpg(proc.pid, getattr(signal, sig))
+        else:
+            proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()

@@ -105,6 +105,35 @@ def load_model(name: str, device: str | torch.device = "cpu", weights: str = "ra
     return wrapper.to(target)
 
 
+def describe_size(spec: str, size: str) -> dict:
+    """What ``size`` means for ``spec``, without building the model (for the run manifest).
+
+    ``{"spec", "size", "note"}`` plus ``shrunk_config`` (``{attribute: [old, new]}``)
+    for an ``hf:`` model at ``size="tiny"``.
+    """
+    parsed = parse_spec(spec)
+    if size not in SIZES:
+        raise InvalidInputError(f"size must be one of {', '.join(SIZES)}, got {size!r}.")
+    entry: dict = {"spec": parsed.text, "size": size}
+    if size == "full":
+        entry["note"] = "the model as specified"
+    elif parsed.kind == "builtin":
+        entry["note"] = "the built-in tiny size of the same family (smoke test only)"
+    elif parsed.kind == "hf":
+        import copy
+
+        from .hf import resolve_hf, shrink_config
+
+        source = resolve_hf(parsed.target, dict(parsed.options))
+        entry["spec"] = source.spec.text
+        entry["shrunk_config"] = shrink_config(copy.deepcopy(source.config))
+        entry["note"] = "config shrunk for a quick run (smoke test only)" if entry["shrunk_config"] \
+            else "config already tiny: unchanged"
+    else:
+        entry["note"] = f"{parsed.kind}: models run as given; size='tiny' does not shrink them"
+    return entry
+
+
 def _load_spec(parsed: ModelSpec, device, weights: str, size: str, seed: int, opts: dict) -> ModelWrapper:
     """``torchvision:``, ``hf:`` and ``py:`` specs (see :func:`load_model`)."""
     if weights not in WEIGHTS:
@@ -131,6 +160,6 @@ def _load_spec(parsed: ModelSpec, device, weights: str, size: str, seed: int, op
     return wrapper.to(target)
 
 
-__all__ = ["ARGMAX_TASKS", "REGISTRY", "TASKS", "Inputs", "ModelSpec", "ModelWrapper", "check_model_name",
+__all__ = ["ARGMAX_TASKS", "REGISTRY", "TASKS", "Inputs", "ModelSpec", "ModelWrapper", "check_model_name", "describe_size",
            "list_models", "load_model", "parse_spec", "spec_folder_name", "spec_help", "validate_spec",
            "wrapper_class"]

@@ -16,6 +16,7 @@ Model sources: the built-ins (``resnet.py``, ``transformers_models.py``),
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +34,7 @@ DEFAULT_SEQ_LEN = 128
 TASKS: dict[str, str] = {
     "vision": "image classification: class logits per image",
     "vision-encoder": "image encoder: hidden states per patch (e.g. a ViT without a head)",
+    "segmentation": "semantic segmentation: class logits per pixel, as (batch, H, W, classes)",
     "causal-lm": "causal language model: next-token logits per position",
     "masked-lm": "masked language model: token logits per position",
     "encoder": "text encoder: hidden states per token",
@@ -42,13 +44,13 @@ TASKS: dict[str, str] = {
 #: Tasks whose output rows are logits, so an argmax is a decision (used by the accuracy guard).
 ARGMAX_TASKS: dict[str, str] = {
     "vision": "top-1 class", "causal-lm": "next-token argmax", "masked-lm": "token argmax",
-    "text-classification": "top-1 class",
+    "text-classification": "top-1 class", "segmentation": "per-pixel class",
 }
 #: Tasks whose inputs are token ids.
 TEXT_TASKS = ("causal-lm", "masked-lm", "encoder", "text-classification")
 
 
-class ModelWrapper:
+class ModelWrapper(ABC):
     """Common behaviour and the declared interface; subclasses set the attributes and ``build``.
 
     Attributes other modules may read (``None`` = not applicable):
@@ -66,6 +68,10 @@ class ModelWrapper:
     * ``attn_implementation``: the switchable attention kernel (``"sdpa"``,
       ``"eager"``), ``None`` when the model has no switch.
     * ``has_image_input``: inputs include a 4-D ``(batch, channels, H, W)`` image.
+
+    Methods: ``prepare_input`` and ``forward`` (abstract), ``items_per_batch``,
+    ``tokens_per_batch``, ``check_seq_len``, ``flops_per_sample``,
+    ``parameter_count``, ``weight_bytes``, ``info``, ``to``.
     """
 
     name: ClassVar[str] = "model"
@@ -99,6 +105,7 @@ class ModelWrapper:
         self.to(device)
 
     # -- inputs ----------------------------------------------------------
+    @abstractmethod
     def prepare_input(self, batch_size: int, seq_len: int | None = None, *, seed: int | None = None) -> Inputs:
         """Deterministic inputs for ``batch_size`` samples, on the model's device."""
         raise NotImplementedError
@@ -111,6 +118,17 @@ class ModelWrapper:
         """How many tokens ``inputs`` holds, for text models; ``None`` otherwise."""
         return None
 
+    def check_seq_len(self, seq_len: int) -> int:
+        """``seq_len`` if this text model accepts it, else one clear error (limit named)."""
+        if not self.is_text:
+            raise InvalidInputError(f"{self.name} does not take token sequences, so a sequence length does not apply.")
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+            raise InvalidInputError(f"Sequence length must be an integer of at least 1, got {seq_len!r}.")
+        if self.max_seq_len is not None and seq_len > self.max_seq_len:
+            raise InvalidInputError(
+                f"Sequence length {seq_len} exceeds {self.name}'s limit of {self.max_seq_len} positions.")
+        return seq_len
+
     def _check_batch_size(self, batch_size: int) -> int:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"Batch size must be an integer of at least 1, got {batch_size!r}.")
@@ -120,11 +138,13 @@ class ModelWrapper:
         return torch.Generator().manual_seed(self.seed if seed is None else seed)
 
     # -- running ---------------------------------------------------------
+    @abstractmethod
     def forward(self, inputs: Inputs) -> torch.Tensor:
         """Run the model and return its main output tensor (logits or hidden state)."""
         raise NotImplementedError
 
-    __call__ = forward
+    def __call__(self, inputs: Inputs) -> torch.Tensor:
+        return self.forward(inputs)  # the subclass's forward (a class-level alias would bind the abstract one)
 
     def to(self, device: str | torch.device) -> "ModelWrapper":
         """Move the model to ``device`` (validated: never silently another one)."""
@@ -144,7 +164,7 @@ class ModelWrapper:
     @property
     def has_image_input(self) -> bool:
         """True when the inputs hold a 4-D image batch (what channels-last changes)."""
-        return self.task in ("vision", "vision-encoder")
+        return self.task in ("vision", "vision-encoder", "segmentation")
 
     @property
     def kv_width(self) -> int | None:

@@ -43,8 +43,9 @@ SUPPORTED = ("causal LMs (*ForCausalLM), masked LMs (*ForMaskedLM), sequence cla
              "(*ForSequenceClassification), image classifiers (*ForImageClassification) and base text or "
              "vision encoders (*Model, e.g. BertModel, ViTModel)")
 OPTIONS = ("task", "network", "attn_implementation")
-#: Quick-run (size="tiny") shape: layers, width per head, at most this many KV heads, vocabulary cap.
-TINY_LAYERS, TINY_HEAD_DIM, TINY_MAX_KV_HEADS, TINY_VOCAB = 2, 16, 2, 1024
+#: Quick-run (size="tiny") shape: layers, width per head, KV-head and query-head caps (the query heads
+#: per KV head are kept, so a large group may exceed the query cap), vocabulary cap.
+TINY_LAYERS, TINY_HEAD_DIM, TINY_MAX_KV_HEADS, TINY_MAX_HEADS, TINY_VOCAB = 2, 16, 2, 8, 1024
 _SPECIAL_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id",
                 "mask_token_id", "unk_token_id", "decoder_start_token_id")
 
@@ -207,7 +208,7 @@ def shrink_config(config) -> dict:
     if isinstance(heads, int):
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         group = max(1, heads // kv_heads)
-        new_kv = max(1, min(kv_heads, TINY_MAX_KV_HEADS))
+        new_kv = max(1, min(kv_heads, TINY_MAX_KV_HEADS, TINY_MAX_HEADS // group))
         new_heads = new_kv * group
         hidden = new_heads * TINY_HEAD_DIM
         reduce("num_attention_heads", new_heads)
@@ -299,14 +300,6 @@ class HFModel(ModelWrapper):
             keep[[i for i in special if 0 <= i < len(ids)]] = False
             self._allowed_ids = ids[keep]
         return self._allowed_ids
-
-    def check_seq_len(self, seq_len: int) -> int:
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-            raise InvalidInputError(f"Sequence length must be an integer of at least 1, got {seq_len!r}.")
-        if self.max_seq_len is not None and seq_len > self.max_seq_len:
-            raise InvalidInputError(
-                f"Sequence length {seq_len} exceeds {self.name}'s limit of {self.max_seq_len} positions.")
-        return seq_len
 
     def default_seq_len(self) -> int:
         return min(DEFAULT_SEQ_LEN, self.max_seq_len or DEFAULT_SEQ_LEN)

@@ -1,12 +1,16 @@
-"""``torchvision:<name>``: any torchvision classification model.
+"""``torchvision:<name>``: any torchvision classification or semantic-segmentation model.
 
 The input resolution is the one the model's default weights were evaluated at
-(``weights.transforms().crop_size``: 224 for most, 299 for Inception v3, 384+
-for some EfficientNets), so FLOPs match torchvision's published figures; an
-``image_size`` option overrides it (ViTs are then built for that size, since
-their position embeddings depend on it). Detection, segmentation, video,
-optical-flow and quantized models need other inputs or outputs and are refused
-with one sentence.
+(``weights.transforms()``: crop 224 for most classifiers, 299 for Inception v3,
+384+ for some EfficientNets; 520 for segmentation), so FLOPs match
+torchvision's published figures; an ``image_size`` option overrides it (ViTs
+are then built for that size, since their position embeddings depend on it).
+Segmentation models are built as their default weights define them (FCN and
+DeepLabV3 with the auxiliary head those weights include, so parameters and
+FLOPs match the published figures) but without the pretrained-backbone
+download their builders do by default; their output is the main head's
+per-pixel class logits as ``(batch, H, W, classes)``. Detection, video, optical-flow and
+quantized models need other inputs or outputs and are refused with one sentence.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from .weights import load_torchvision_weights
 #: torchvision sub-packages whose models the lab does not run, and why.
 UNSUPPORTED_FAMILIES = {
     "detection": "object detection (lists of images in, boxes out)",
-    "segmentation": "semantic segmentation",
     "video": "video classification (5-D clips)",
     "optical_flow": "optical flow (image pairs)",
     "quantization": "pre-quantized",
@@ -64,9 +67,9 @@ def check_torchvision(name: str, options: dict) -> None:
     if family is not None:
         raise InvalidInputError(
             f"torchvision:{name} belongs to torchvision's {family} family ({UNSUPPORTED_FAMILIES[family]}); "
-            f"the lab supports torchvision's "
-            f"image classification models (torchvision.models.list_models(module=torchvision.models)), "
-            f"not its {', '.join(UNSUPPORTED_FAMILIES)} models.")
+            f"the lab supports torchvision's image classification (torchvision.models) and semantic "
+            f"segmentation (torchvision.models.segmentation) models, not its {', '.join(UNSUPPORTED_FAMILIES)} "
+            f"models.")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InvalidInputError(f"Unknown option(s) for torchvision:{name}: {', '.join(unknown)} "
@@ -74,20 +77,38 @@ def check_torchvision(name: str, options: dict) -> None:
     _image_size_option(options.get("image_size"), name)
 
 
+def _is_segmentation(name: str) -> bool:
+    import torchvision.models as tv
+
+    return name in tv.list_models(module=tv.segmentation)
+
+
+def _segmentation_arguments(name: str) -> dict:
+    """No pretrained-backbone download (the builders' default) and the auxiliary head the default weights have."""
+    import inspect
+
+    from torchvision.models import get_model_builder
+
+    arguments: dict = {"weights_backbone": None}
+    if "aux_loss" in inspect.signature(get_model_builder(name)).parameters:
+        arguments["aux_loss"] = True
+    return arguments
+
+
 def default_image_size(name: str) -> int:
-    """The crop size torchvision evaluates the default weights at (224 when it cannot tell)."""
+    """The crop (classification) or resize (segmentation) size of the default weights (224 when unknown)."""
     from torchvision.models import get_model_weights
 
     try:
         transforms = get_model_weights(name).DEFAULT.transforms()
-        crop = getattr(transforms, "crop_size", None)
-        return int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        size = getattr(transforms, "crop_size", None) or getattr(transforms, "resize_size", None)
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
     except (ValueError, TypeError, AttributeError):
         return 224
 
 
 class TorchvisionModel(ModelWrapper):
-    """A torchvision classifier on normalized ``3 x H x W`` images: returns class logits."""
+    """A torchvision model on normalized ``3 x H x W`` images: class logits (per image, or per pixel)."""
 
     task = "vision"
 
@@ -103,6 +124,8 @@ class TorchvisionModel(ModelWrapper):
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
         output = self.module(inputs["pixel_values"])
+        if isinstance(output, dict):  # segmentation: {"out": (B, classes, H, W)} -> rows of per-pixel logits
+            return output["out"].permute(0, 2, 3, 1)
         # GoogLeNet / Inception return a named tuple in training mode only; eval gives the logits.
         return output if isinstance(output, torch.Tensor) else output[0]
 
@@ -123,15 +146,17 @@ def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) ->
     override = _image_size_option(options.get("image_size"), name)
     default = default_image_size(name)
     image_size = override or default
+    segmentation = _is_segmentation(name)
+    extra = _segmentation_arguments(name) if segmentation else {}
     seed_everything(seed)
     module, resized = None, False
     if override is not None and override != default:
         try:  # ViTs take image_size (their position embeddings depend on it); CNNs do not need it
-            module, resized = get_model(name, weights=None, image_size=image_size), True
+            module, resized = get_model(name, weights=None, image_size=image_size, **extra), True
         except TypeError:
             module = None
     if module is None:
-        module = get_model(name, weights=None)
+        module = get_model(name, weights=None, **extra)
     if weights == "pretrained":
         if resized:
             raise InvalidInputError(f"Pretrained torchvision:{name} weights exist only for image_size={default}.")
@@ -139,7 +164,9 @@ def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) ->
     wrapper = TorchvisionModel(module, weights=weights, size="full", seed=seed, options=options)
     wrapper.name = spec.display_name
     wrapper.spec = spec.text
-    wrapper.source = f"torchvision.models.{name}"
+    wrapper.source = f"torchvision.models.{'segmentation.' if segmentation else ''}{name}"
+    if segmentation:
+        wrapper.task = "segmentation"
     wrapper.image_size = image_size
     wrapper.details = {"image_size_source": "image_size option" if override else "default weights' crop size"}
     if size == "tiny":

@@ -66,15 +66,6 @@ class TextModel(ModelWrapper):
         """``[low, high)`` of ordinary (non-special) token ids."""
         raise NotImplementedError
 
-    def check_seq_len(self, seq_len: int) -> int:
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
-            raise InvalidInputError(f"Sequence length must be an integer of at least 1, got {seq_len!r}.")
-        if seq_len > self.max_seq_len:
-            raise InvalidInputError(
-                f"Sequence length {seq_len} exceeds {self.name}'s limit of {self.max_seq_len} positions."
-            )
-        return seq_len
-
     def prepare_input(self, batch_size: int, seq_len: int | None = None, *, seed: int | None = None) -> Inputs:
         """Random ordinary token ids ``(batch, seq_len)`` int64 with a full attention mask."""
         self._check_batch_size(batch_size)
