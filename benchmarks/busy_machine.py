@@ -15,6 +15,11 @@ one while the unpaired ratio moves, and the loaded rows are flagged (so
 
 The quiet run is only quiet if nothing else runs: the script prints the
 machine check first, and says so when the machine was already busy.
+``--quick`` proves the script works; its figures mean little: tiny-model
+calls last about a millisecond, shorter than the scheduler's time slice, so
+a load preempts the longer of the two calls more often and even the paired
+ratio moves. Full-size calls last tens of milliseconds or more, where the
+load slows both sides of a round alike.
 """
 
 from __future__ import annotations

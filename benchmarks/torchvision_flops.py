@@ -1,5 +1,9 @@
 """FLOPs and parameters of torchvision models, counted by infopt, next to torchvision's published figures.
 
+Classification, segmentation and video models (segmentation at 520 x 520 with
+the auxiliary head their default weights include, video on 16-frame clips, as
+torchvision counts them).
+
 torchvision publishes, per weights entry, ``meta["num_params"]`` and
 ``meta["_ops"]``: GFLOPS counted as multiply-adds at the weights' evaluation
 resolution. infopt counts FLOPs = 2 x multiply-adds from one real forward
@@ -27,7 +31,8 @@ import torch  # noqa: E402
 import infopt  # noqa: E402
 
 FAMILIES = ["resnet50", "resnet18", "mobilenet_v3_large", "efficientnet_b0", "regnet_y_400mf", "densenet121",
-            "convnext_tiny", "swin_t", "vit_b_16", "inception_v3"]
+            "convnext_tiny", "swin_t", "vit_b_16", "inception_v3", "lraspp_mobilenet_v3_large",
+            "deeplabv3_mobilenet_v3_large", "r3d_18"]
 QUICK = ["resnet18", "mobilenet_v3_small"]
 TOLERANCE = 0.02
 
@@ -51,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     names = args.models or (QUICK if args.quick else FAMILIES)
-    print(f"{'model':<20} {'size':>4} {'params':>12} {'published':>12} {'GFLOPs':>9} {'published':>9} {'ratio':>7}")
+    print(f"{'model':<30} {'size':>4} {'params':>12} {'published':>12} {'GFLOPs':>9} {'published':>9} {'ratio':>7}")
     failed = []
     for name in names:
         row = measure(name)
         ok = abs(row["ratio"] - 1) <= TOLERANCE and row["params"] == row["published_params"]
         failed += [] if ok else [name]
-        print(f"{row['model']:<20} {row['image_size']:>4} {row['params']:>12,} {row['published_params']:>12,} "
+        print(f"{row['model']:<30} {row['image_size']:>4} {row['params']:>12,} {row['published_params']:>12,} "
               f"{row['gflops']:>9.3f} {row['published_gflops']:>9.3f} {row['ratio']:>7.4f}{'' if ok else '  <-- off'}")
     print("FLOPs = 2 x multiply-adds per image; published = 2 x torchvision weights meta['_ops'] (GMACs).")
     if failed:

@@ -336,7 +336,9 @@ def recommend_generation(df: pd.DataFrame) -> pd.DataFrame:
                 text = (f"{where}: best {metric.upper()} with {best['variant']}, {best['_s']:.2f}x vs {BASELINE} "
                         f"({interval}; {value:.3g} ms); identical tokens {best['identical_token_share']:.0%}, "
                         f"prefill rel. error {best['prefill_rel_error']:.2g}")
-                if column == paired and pd.notna(low) and low <= 1:
+                if pd.isna(low):
+                    text += "; without an interval (fewer than 6 paired rounds) the gain is unconfirmed"
+                elif low <= 1:
                     text += "; the gain is within measurement noise"
             rows.append({**base, "variant": best["variant"], "speedup": best["_s"], "speedup_ci_low": low,
                          "speedup_ci_high": high, "recommendation": text})

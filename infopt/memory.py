@@ -29,7 +29,7 @@ from .errors import InvalidInputError
 from .memtrack import MIB, MpsAllocatedSampler, RssSampler, measure_peak_memory, release_memory
 from .opcount import ModuleScopes
 from .presets import DEFAULT_BATCH_SIZES
-from .sweep import Point, check_batch_sizes, resolve_seq_len, run_points
+from .sweep import Point, check_batch_size, check_batch_sizes, resolve_seq_len, run_points
 from .timing import recorded_failure
 
 KV_ANALYTIC_DEFINITION = "2 (keys and values) x layers x batch x cached sequence length x hidden size x bytes per element"
@@ -281,7 +281,7 @@ def kv_cache_sweep(model, batch_size: int = 1, prompt_len: int = 32, new_tokens:
     that ``model.module.generate`` returns for the same lengths.
     """
     _require_causal_lm(model, "kv_cache_sweep")
-    check_batch_sizes([batch_size])
+    check_batch_size(batch_size)
     if new_tokens < 1:
         raise InvalidInputError(f"new_tokens must be at least 1, got {new_tokens!r}.")
     model.check_seq_len(prompt_len + new_tokens)

@@ -306,10 +306,15 @@ def roofline(points: pd.DataFrame, peaks: dict, *, whole_model: dict | None = No
     if not data.empty:
         times = data[time_col].fillna(0) if time_col in data else pd.Series([1.0] * len(data), index=data.index)
         biggest = float(times.max()) or 1.0
+        text = data[name_col].astype(str) if name_col in data else pd.Series([""] * len(data), index=data.index)
+        noted = data["roof_note"].fillna("").astype(bool) if "roof_note" in data else text.map(lambda _: False)
+        if noted.any():  # above the roof, with the reason (issue #18): labelled, drawn as a diamond
+            text = text + data["roof_note"].fillna("").map(lambda note: f"<br>{note}" if note else "")
         fig.add_trace(go.Scatter(
             x=data[intensity_col], y=data[achieved_col] / 1e9, mode="markers", name="modules (area ~ time)",
-            text=data[name_col].astype(str) if name_col in data else None,
-            marker={"size": [6 + 34 * (float(t) / biggest) ** 0.5 for t in times], "opacity": 0.6},
+            text=text,
+            marker={"size": [6 + 34 * (float(t) / biggest) ** 0.5 for t in times], "opacity": 0.6,
+                    "symbol": ["diamond" if flag else "circle" for flag in noted]},
             hovertemplate="%{text}<br>%{x:.3g} FLOP/B<br>%{y:.3g} GFLOP/s<extra></extra>",
         ))
     if whole_model and whole_model.get(intensity_col) and whole_model.get(achieved_col):

@@ -2,7 +2,8 @@
 
 The runner builds every notebook's parameters from a :class:`Preset`
 (:meth:`Preset.notebook_parameters`), the notebooks' literal defaults equal
-the ``full`` preset (tests/test_runner.py checks it), and ``run.json`` records
+the ``full-cpu`` preset, their default device being the CPU (tests/test_runner.py
+checks it), and ``run.json`` records
 the preset's name and values. Library functions take their defaults from the
 constants below, so a number such as the 15 s timing cap is written once.
 

@@ -419,12 +419,51 @@ def build_plan(args) -> Plan:
     return plan
 
 
-def estimate_seconds(plan: Plan) -> float:
-    """Rough duration of the notebooks still to run (see :data:`ESTIMATE_S`)."""
+def recorded_durations(plan: Plan) -> dict[tuple, float]:
+    """Seconds this host took for the same notebook, model, device and parameters in earlier runs (newest wins).
+
+    Read from the run.json files next to this run, so the estimate of a repeated run is this machine's own
+    measurement, not a table from another machine.
+    """
+    import socket
+
+    found: dict[tuple, float] = {}
+    manifests = sorted(plan.run_dir.parent.glob(f"*/{layout.MANIFEST_NAME}"), key=lambda p: p.stat().st_mtime)
+    for path in manifests:  # oldest first: newer runs overwrite
+        if path.parent == plan.run_dir:
+            continue
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(manifest, dict) or manifest.get("device_label") != plan.device_label \
+                or (manifest.get("environment") or {}).get("hostname") != socket.gethostname():
+            continue
+        for entry in manifest.get("notebooks") or []:
+            if entry.get("status") == "succeeded" and entry.get("duration_s"):
+                params = {k: v for k, v in (entry.get("parameters") or {}).items()
+                          if k not in ("output_dir", "results_dir", "overwrite", "run_name", "peaks_path")}
+                found[(entry.get("notebook"), entry.get("model"), json.dumps(params, sort_keys=True))] = \
+                    float(entry["duration_s"])
+    return found
+
+
+def _recorded_key(job: Job) -> tuple:
+    params = {k: v for k, v in job.comparable_parameters().items() if k not in ("run_name", "peaks_path")}
+    return job.notebook, job.model, json.dumps(params, sort_keys=True)
+
+
+def estimate_seconds(plan: Plan, recorded: dict | None = None) -> float:
+    """Duration of the notebooks still to run: this host's earlier run of the same job, else :data:`ESTIMATE_S`."""
     table = ESTIMATE_S["tiny" if plan.settings["quick"] else "full"]
+    recorded = recorded_durations(plan) if recorded is None else recorded
     total = 0.0
     for job in plan.jobs:
         if job.status != "skipped":
+            seen = recorded.get(_recorded_key(job))
+            if seen is not None:
+                total += seen
+                continue
             entry = table.get(job.notebook, 60)
             total += entry.get(job.model, 60) if isinstance(entry, dict) else entry
     return total
@@ -978,7 +1017,8 @@ def _start(plan: Plan, args, command: list[str]) -> int:
     if args.resume:
         mark_resumable(plan, manifest)
     skipped = sum(job.status == "skipped" for job in plan.jobs)
-    minutes = estimate_seconds(plan) / 60
+    recorded = recorded_durations(plan)
+    minutes = estimate_seconds(plan, recorded) / 60
     print(f"infopt run '{plan.run_dir.name}': {len(plan.jobs) - skipped} notebook(s)"
           f"{f' ({skipped} already done, skipped)' if skipped else ''} on {plan.device} "
           f"({plan.device_choice['reason']}), {'quick (tiny models)' if args.quick else 'full size'}.")
@@ -986,8 +1026,11 @@ def _start(plan: Plan, args, command: list[str]) -> int:
             and "include_compile" not in plan.settings["extra_parameters"]:
         print("Note: torch.compile variants are skipped on CPU (minutes of compilation each); "
               "add --param include_compile=true to measure them.")
-    print(f"Estimated time: about {minutes:.0f} min (rough guide from a 2-core CPU; GPUs are faster). "
-          f"Output: {plan.run_dir}", flush=True)
+    todo = [job for job in plan.jobs if job.status != "skipped"]
+    known = sum(_recorded_key(job) in recorded for job in todo)
+    source = "rough guide from a 2-core CPU; GPUs are faster" if not known else \
+        f"{known} of {len(todo)} notebooks as long as this machine's last run of them"
+    print(f"Estimated time: about {minutes:.0f} min ({source}). Output: {plan.run_dir}", flush=True)
     if any(job.model is not None and job.status != "skipped" for job in plan.jobs):  # timing notebooks to run
         from .interference import check_machine
 

@@ -110,6 +110,13 @@ def _recommendation_part(rows: pd.DataFrame) -> dict:
         if math.isnan(out["speedup"]) or speed > out["speedup"]:
             out.update(recommended_variant=variant, speedup=speed, speedup_ci_low=low, speedup_ci_high=high,
                        recommendation_batch=int(row["batch_size"]))
+    if out["recommended_variant"] is None:  # nothing beat the baseline: the answer is "keep it", at 1x
+        base = rec[rec["variant"] == BASELINE]
+        if len(base):
+            row = base.sort_values("batch_size").iloc[0]
+            out.update(recommended_variant=BASELINE, speedup=_num(row.get("speedup_vs_baseline")),
+                       speedup_ci_low=_num(row.get("speedup_ci_low")), speedup_ci_high=_num(row.get("speedup_ci_high")),
+                       recommendation_batch=int(row["batch_size"]))
     out["recommendation_text"] = "; ".join(texts)
     return out
 
@@ -198,6 +205,12 @@ def table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[columns].rename(columns=TABLE_COLUMNS).reset_index(drop=True)
 
 
+def styled_table(frame: pd.DataFrame):
+    """:func:`table` for a notebook: left-aligned text, no index."""
+    return table(frame).style.hide(axis="index").set_properties(**{"text-align": "left"}).set_table_styles(
+        [{"selector": "th", "props": [("text-align", "left")]}])
+
+
 def format_text(frame: pd.DataFrame, width: int = 60) -> str:
     """The headline as a plain-text table for a terminal (cells longer than ``width`` wrap onto more lines)."""
     import textwrap
@@ -248,8 +261,10 @@ def chart(frame: pd.DataFrame, title: str = "Summary: latency at batch 1 and bes
                                   "array": frame["speedup_ci_high"] - frame["speedup"],
                                   "arrayminus": frame["speedup"] - frame["speedup_ci_low"]}), row=1, col=2)
     fig.add_hline(y=1.0, line_dash="dot", row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=1)  # models differ by orders of magnitude
     fig.update_layout(title=title, template=_TEMPLATE, showlegend=False)
     return fig
 
 
-__all__ = ["TABLE_COLUMNS", "chart", "format_text", "headline", "load_headline", "print_headline", "table"]
+__all__ = ["TABLE_COLUMNS", "chart", "format_text", "headline", "load_headline", "print_headline", "styled_table",
+           "table"]

@@ -40,9 +40,21 @@ def check_positive_ints(values: Iterable[int], what: str = "batch_sizes") -> lis
     return sorted(set(items))
 
 
+def check_batch_size(batch_size: int) -> int:
+    """One batch size: an integer of at least 1 (the one check models and sweeps share)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"Batch size must be an integer of at least 1, got {batch_size!r}.")
+    return batch_size
+
+
 def check_batch_sizes(batch_sizes: Iterable[int]) -> list[int]:
     """The batch sizes of a sweep, ascending and distinct (the order the out-of-memory rule needs)."""
-    return check_positive_ints(batch_sizes, "batch_sizes")
+    if isinstance(batch_sizes, (int, str)) or batch_sizes is None:
+        raise InvalidInputError(f"batch_sizes must be a list of integers, got {batch_sizes!r}.")
+    sizes = [check_batch_size(size) for size in batch_sizes]
+    if not sizes:
+        raise InvalidInputError("batch_sizes must list at least one batch size.")
+    return sorted(set(sizes))
 
 
 def resolve_seq_len(model, seq_len: int | None) -> int | None:
@@ -123,4 +135,4 @@ def run_points(points: Iterable[Point], measure_point: Callable[[Point], dict],
     return rows
 
 
-__all__ = ["Point", "check_batch_sizes", "check_positive_ints", "resolve_seq_len", "run_points", "skip_message"]
+__all__ = ["Point", "check_batch_size", "check_batch_sizes", "check_positive_ints", "resolve_seq_len", "run_points", "skip_message"]

@@ -39,7 +39,7 @@ import torch
 from . import stats
 from .devices import device_kind, is_out_of_memory
 from .errors import InvalidInputError
-from .interference import watch
+from .interference import ci_text, watch
 from .presets import DEFAULT_MAX_TIME_S
 
 #: Sampling blocks aim at this duration, so the stopping rule is checked often
@@ -250,8 +250,8 @@ class Measurement:
         }
 
     def __repr__(self) -> str:
-        return (f"<Measurement median={self.median_ms:.4g} ms 95% CI [{self.ci_low_ms:.4g}, {self.ci_high_ms:.4g}] "
-                f"n={self.n} converged={self.converged} device={self.device}>")
+        return (f"<Measurement median={self.median_ms:.4g} ms 95% CI {ci_text(self.ci_low_ms, self.ci_high_ms)} "
+                f"n={self.n} converged={self.converged} interference={self.interference} device={self.device}>")
 
 
 def describe_failure(error: BaseException) -> tuple[str, str]:

@@ -54,8 +54,8 @@ for note in scope.notes:
 
 # %%
 headline = summary.headline(results, roofline, variants)
-display(Markdown(f"Runs: {', '.join(scope.runs) or 'none'}"))
-display(summary.table(headline).style.hide(axis="index"))
+display(Markdown(f"Runs: {', '.join(map(scope.label, scope.runs)) or 'none'}"))
+display(summary.styled_table(headline))
 plots.show(summary.chart(headline), charts, "summary")
 
 # %% [markdown]

@@ -225,3 +225,13 @@ def test_generate_runner_applies_cache_options(tiny_gpt2):
     ids, _ = runner.greedy(tiny_gpt2.prepare_input(1, 8), 4)
     assert ids.shape == (1, 12)
     assert runner.options["cache_implementation"] == "static" and runner.options["disable_compile"]
+
+
+def test_static_cache_with_compiled_decode_runs_on_cpu_when_asked(tiny_gpt2):
+    # opt-in on CPU (compiling costs time there); the decode step compiles once, then gives the same tokens
+    df = run_generation_variant_sweep(tiny_gpt2, ["static-cache-compile"], prompt_len=8, new_tokens=4,
+                                      batch_size=1, repeats=1, paired_rounds=0)
+    row = df.set_index("variant").loc["static-cache-compile"]
+    assert row["status"] == "ok", row["error"]
+    assert row["compile_time_s"] > 0 and row["tpot_p50_ms"] > 0
+    assert row["identical_token_share"] == 1.0 and row["generation_accuracy_ok"] == True  # noqa: E712

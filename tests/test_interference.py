@@ -243,3 +243,46 @@ def test_device_peaks_carry_interference_per_measurement():
     peaks = device_peaks("cpu", dtypes=["float32"], quick=True)
     for entry in (peaks["matmul"]["float32"], peaks["conv"]["float32"], peaks["bandwidth"]):
         assert entry["interference"] in (True, False) and "CPU cores" in entry["interference_detail"]
+
+
+def _fake_nvml(monkeypatch, processes, utilisation, throttle=0):
+    import sys
+    import types
+    from collections import namedtuple
+
+    process, sample = namedtuple("P", "pid usedGpuMemory"), namedtuple("S", "pid smUtil")
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda index: ("gpu", index),
+        nvmlDeviceGetHandleByUUID=lambda uuid: ("gpu", uuid),
+        nvmlDeviceGetComputeRunningProcesses=lambda handle: [process(pid, 1) for pid in processes],
+        nvmlDeviceGetGraphicsRunningProcesses=lambda handle: [],
+        nvmlDeviceGetProcessUtilization=lambda handle, since: [sample(pid, u) for pid, u in utilisation.items()],
+        nvmlDeviceGetCurrentClocksThrottleReasons=lambda handle: throttle,
+        nvmlClocksThrottleReasonSwThermalSlowdown=32, nvmlClocksThrottleReasonHwSlowdown=8)
+    monkeypatch.setitem(sys.modules, "pynvml", types.ModuleType("pynvml"))
+    sys.modules["pynvml"].__dict__.update(vars(fake))
+
+
+def test_gpu_window_reports_other_processes_foreign_utilisation_and_throttling(monkeypatch):
+    import os
+
+    _fake_nvml(monkeypatch, [os.getpid(), 4242], {os.getpid(): 95, 4242: 40}, throttle=32)
+    with watch("cuda:0") as window:
+        pass
+    assert window.result.flagged
+    assert "1 other process(es) on the GPU" in window.result.detail
+    assert "40% GPU utilisation not ours" in window.result.detail and "throttled (thermal)" in window.result.detail
+
+    _fake_nvml(monkeypatch, [os.getpid()], {os.getpid(): 95})
+    with watch("cuda:0") as window:
+        pass
+    assert window.result.gpu == "GPU clean (NVML)"
+
+
+def test_gpu_without_nvml_is_not_checked_never_clean(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    with watch("cuda:0") as window:
+        pass
+    assert "GPU not checked" in window.result.detail and "clean" not in window.result.detail

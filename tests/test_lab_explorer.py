@@ -45,6 +45,7 @@ rows = [{"model": model, "device": "cpu", "variant": "eager-fp32", "batch_size":
          "latency_p50_ms": scale * batch, "throughput_items_per_s": 1000 * batch / (scale * batch + 1),
          "peak_memory_mb": 100 + scale * batch}
         for model, scale in (("alpha", 1.0), ("beta", 3.0)) for batch in (1, 2, 4)]
+plots.show(plots.throughput(pd.DataFrame(rows), title="stored as Plotly JSON only"))
 box = plots.explore(pd.DataFrame(rows))
 """
 
@@ -114,7 +115,7 @@ def test_explorer_controls_redraw_the_chart_in_place(lab, tmp_path):
             page.keyboard.press("Shift+Enter")
 
             output = page.locator(".jp-Notebook .jp-OutputArea-output .widget-output")
-            charts = page.locator(".jp-Notebook .js-plotly-plot")
+            charts = page.locator(".jp-Notebook .js-plotly-plot")  # the plain chart + the explorer's
             try:
                 output.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
             except Exception:
@@ -133,14 +134,18 @@ def test_explorer_controls_redraw_the_chart_in_place(lab, tmp_path):
                     page.wait_for_timeout(250)
 
             assert y_title() == "latency_p50_ms"
-            assert charts.count() == 1
+            # the notebook renderer's JSON-only output is drawn by JupyterLab (jupyterlab-plotly)
+            plain = page.locator(".jp-Notebook .js-plotly-plot .gtitle", has_text="stored as Plotly JSON only")
+            plain.first.wait_for(timeout=30_000)
+            assert plain.count() == 1
+            assert charts.count() == 2
             legend = output.locator(".js-plotly-plot .legendtext")
             assert sorted(legend.all_text_contents()) == ["alpha", "beta"]
 
             metric = page.locator(".widget-dropdown", has_text="metric").locator("select")
             metric.select_option("throughput_items_per_s")
             wait_for(lambda: y_title() == "throughput_items_per_s", "metric")
-            assert charts.count() == 1  # redrawn in place, not appended
+            assert charts.count() == 2 and output.locator(".js-plotly-plot").count() == 1  # in place, not appended
 
             model = page.locator(".widget-dropdown", has_text="model").locator("select")
             model.select_option("beta")
@@ -153,6 +158,6 @@ def test_explorer_controls_redraw_the_chart_in_place(lab, tmp_path):
             wait_for(lambda: output.locator(".js-plotly-plot .scatterlayer .point").count() == 2, "batch sizes")
             ticks = output.locator(".js-plotly-plot .xtick text").all_text_contents()
             assert ticks == ["1", "4"]  # only the measured batch sizes, no 1.5 / 2.5 ticks
-            assert charts.count() == 1
+            assert charts.count() == 2
         finally:
             browser.close()

@@ -90,7 +90,7 @@ def test_activation_workspace_is_floored_at_zero_and_says_so(tiny_gpt2, monkeypa
 
 
 def test_memory_vs_batch_lets_invalid_input_through(tiny_resnet, monkeypatch):
-    with pytest.raises(InvalidInputError, match="batch_sizes"):
+    with pytest.raises(InvalidInputError, match="Batch size must be an integer of at least 1"):
         memory_vs_batch(tiny_resnet, [0])
 
     def invalid(fn, device, calls=3):

@@ -112,6 +112,28 @@ def test_torchvision_default_resolution_comes_from_the_weights():
     assert default_image_size("inception_v3") == 299 and default_image_size("resnet18") == 224
 
 
+def test_torchvision_segmentation_builds_offline_with_per_pixel_logits():
+    from torchvision.models import get_model_weights
+
+    from infopt.models.torchvision_models import default_image_size
+
+    assert default_image_size("lraspp_mobilenet_v3_large") == 520
+    model = infopt.load_model("torchvision:lraspp_mobilenet_v3_large?image_size=64")  # no backbone download
+    assert model.task == "segmentation" and model.has_image_input
+    assert model.parameter_count() == get_model_weights("lraspp_mobilenet_v3_large").DEFAULT.meta["num_params"]
+    assert model.forward(model.prepare_input(2)).shape == (2, 64, 64, 21)  # rows = one pixel's class logits
+
+
+def test_torchvision_video_takes_clips():
+    model = infopt.load_model("torchvision:r3d_18?frames=4&image_size=32")
+    assert (model.task, model.frames, model.has_image_input) == ("video", 4, False)
+    inputs = model.prepare_input(2)
+    assert inputs["pixel_values"].shape == (2, 3, 4, 32, 32)
+    assert model.forward(inputs).shape == (2, 400)
+    with pytest.raises(InvalidInputError, match="frames applies to torchvision's video models only"):
+        validate_spec("torchvision:resnet18?frames=4")
+
+
 def test_torchvision_vit_at_reduced_size_counts_fused_attention():
     model = infopt.load_model("torchvision:vit_b_16?image_size=32")
     assert model.image_size == 32 and model.spec == "torchvision:vit_b_16?image_size=32"
@@ -244,6 +266,7 @@ def test_example_factory_runs(monkeypatch):
 @pytest.mark.parametrize("spec,error,pattern", [
     ("torchvision:resnet19", UnknownModelError, "no model named 'resnet19': did you mean resnet18"),
     ("torchvision:fasterrcnn_resnet50_fpn", InvalidInputError, "detection family.*supports .*classification"),
+    ("torchvision:raft_small", InvalidInputError, "optical_flow family.*segmentation.*video"),
     ("torchvision:resnet18?colour=red", InvalidInputError, "Unknown option"),
     ("nosuchprefix:x", UnknownModelError, "Unknown model .*torchvision:<name>"),
     ("py:only_module", UnknownModelError, "py:package.module:function"),
@@ -265,7 +288,8 @@ def test_hf_folder_without_config(tmp_path):
 @pytest.mark.parametrize("config,pattern", [
     ({"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "is_encoder_decoder": True},
      "encoder-decoder"),
-    ({"architectures": ["BertForQuestionAnswering"], "model_type": "bert"}, "BertForQuestionAnswering is not supported"),
+    ({"architectures": ["BertForQuestionAnswering"], "model_type": "bert"},
+     "BertForQuestionAnswering is not supported"),
 ])
 def test_hf_unsupported_architectures_name_the_supported_ones(tmp_path, config, pattern):
     folder = write_config(tmp_path / "m", config)
@@ -383,3 +407,30 @@ def test_accuracy_guard_compares_argmax_only_for_logit_tasks(task, argmax):
     reference = torch.randn(4, 10)
     result = compare_outputs(reference, reference.clone(), task)
     assert math.isnan(result["top1_agreement"]) != argmax
+
+
+def test_runner_plan_uses_canonical_specs_and_safe_folders(tmp_path, monkeypatch, factory_module):
+    from infopt import runner
+
+    write_config(tmp_path / "models" / "tiny-bert", BERT)
+    args = runner.build_parser().parse_args([
+        "--device", "cpu", "--quick", "--output", str(tmp_path / "out"), "--run-name", "r", "--notebooks", "benchmark",
+        "--models", "hf:./models/tiny-bert", "torchvision:vit_b_16?image_size=64", f"py:{factory_module}:mlp"])
+    plan = runner.build_plan(args)
+    absolute = f"hf:{tmp_path / 'models' / 'tiny-bert'}"
+    assert plan.settings["models"] == [absolute, "torchvision:vit_b_16?image_size=64", f"py:{factory_module}:mlp"]
+    jobs = {job.model: job for job in plan.jobs if job.model}
+    assert jobs[absolute].parameters["model"] == absolute  # the kernel runs in another folder: absolute path
+    folders = sorted(job.output.parent.name for job in jobs.values())
+    assert folders == ["hf-tiny-bert", f"py-{factory_module}-mlp", "torchvision-vit_b_16-image_size-64"]
+    args = runner.build_parser().parse_args(["--device", "cpu", "--output", str(tmp_path / "out"), "--run-name", "s",
+                                             "--models", "hf:./models/tiny-bert", f"hf:{tmp_path}/models/tiny-bert"])
+    with pytest.raises(InvalidInputError, match="twice"):
+        runner.build_plan(args)
+
+
+def test_torchvision_pretrained_offline_is_one_clear_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("INFOPT_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailableError, match="not cached and the run is offline.*weights='random'"):
+        infopt.load_model("torchvision:mobilenet_v3_small", weights="pretrained")

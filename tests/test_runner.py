@@ -422,13 +422,20 @@ def test_resume_takes_the_runs_settings_and_refuses_contradicting_flags(tmp_path
         err = capsys.readouterr().err
         assert len(_err_lines(err)) == 1 and "contradicts the run's recorded" in err and named in err, err
         assert (run_dir / "run.json").read_text() == before
+    # a job this runner does not plan (an older runner's) stays in the manifest as it was
+    manifest = _manifest(run_dir)
+    foreign = {"key": "vgg16/benchmark", "notebook": "benchmark", "model": "vgg16", "status": "failed",
+               "error": "from an older runner"}
+    manifest["notebooks"].append(foreign)
+    (run_dir / "run.json").write_text(json.dumps(manifest))
     # without --quick and --notebook-dir the run continues as it started: quick, the same notebooks
     assert runner.main(resume) == 0
     manifest = _manifest(run_dir)
     assert manifest["settings"]["quick"] is True and manifest["settings"]["preset"] == "quick"
     status = {entry["key"]: entry["status"] for entry in manifest["notebooks"]}
     assert status == {"distilbert/benchmark": "skipped", "gpt2/benchmark": "succeeded",
-                      "resnet50/benchmark": "skipped", "report": "succeeded"}
+                      "resnet50/benchmark": "skipped", "report": "succeeded", "vgg16/benchmark": "failed"}
+    assert foreign in manifest["notebooks"]
     # every earlier attempt stays on record, with the failure it had
     (attempt,) = manifest["previous_attempts"]
     assert attempt["status"] == "failed"

@@ -160,6 +160,6 @@ def _load_spec(parsed: ModelSpec, device, weights: str, size: str, seed: int, op
     return wrapper.to(target)
 
 
-__all__ = ["ARGMAX_TASKS", "REGISTRY", "TASKS", "Inputs", "ModelSpec", "ModelWrapper", "check_model_name", "describe_size",
-           "list_models", "load_model", "parse_spec", "spec_folder_name", "spec_help", "validate_spec",
+__all__ = ["ARGMAX_TASKS", "REGISTRY", "TASKS", "Inputs", "ModelSpec", "ModelWrapper", "check_model_name",
+           "describe_size", "list_models", "load_model", "parse_spec", "spec_folder_name", "spec_help", "validate_spec",
            "wrapper_class"]

@@ -24,17 +24,16 @@ from torch import nn
 
 from ..devices import resolve_device
 from ..errors import InvalidInputError
+from ..presets import DEFAULT_SEQ_LEN  # noqa: F401 - sequence length text models run at when none is given
 
 Inputs = dict[str, torch.Tensor]
-
-#: Sequence length text models run at when none is given.
-DEFAULT_SEQ_LEN = 128
 
 #: What a model's main output means, by task (the vocabulary of ``ModelWrapper.task``).
 TASKS: dict[str, str] = {
     "vision": "image classification: class logits per image",
     "vision-encoder": "image encoder: hidden states per patch (e.g. a ViT without a head)",
     "segmentation": "semantic segmentation: class logits per pixel, as (batch, H, W, classes)",
+    "video": "video classification: class logits per clip",
     "causal-lm": "causal language model: next-token logits per position",
     "masked-lm": "masked language model: token logits per position",
     "encoder": "text encoder: hidden states per token",
@@ -44,7 +43,7 @@ TASKS: dict[str, str] = {
 #: Tasks whose output rows are logits, so an argmax is a decision (used by the accuracy guard).
 ARGMAX_TASKS: dict[str, str] = {
     "vision": "top-1 class", "causal-lm": "next-token argmax", "masked-lm": "token argmax",
-    "text-classification": "top-1 class", "segmentation": "per-pixel class",
+    "text-classification": "top-1 class", "segmentation": "per-pixel class", "video": "top-1 class",
 }
 #: Tasks whose inputs are token ids.
 TEXT_TASKS = ("causal-lm", "masked-lm", "encoder", "text-classification")
@@ -130,9 +129,9 @@ class ModelWrapper(ABC):
         return seq_len
 
     def _check_batch_size(self, batch_size: int) -> int:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"Batch size must be an integer of at least 1, got {batch_size!r}.")
-        return batch_size
+        from ..sweep import check_batch_size  # the one batch-size check, shared with the sweeps
+
+        return check_batch_size(batch_size)
 
     def _generator(self, seed: int | None) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed if seed is None else seed)
@@ -218,7 +217,7 @@ class ModelWrapper(ABC):
         """A JSON-safe description: sizes, dtype, device and FLOPs per sample."""
         return {
             "model": self.name,
-            "spec": self.spec,
+            "spec": getattr(self, "spec", self.name),
             "task": self.task,
             "source": self.source,
             "size": self.size,
@@ -232,7 +231,7 @@ class ModelWrapper(ABC):
             "flops_definition": "floating-point operations per sample = 2 x multiply-adds, "
                                 "counted from one real forward (attention included)",
             **self.input_description(seq_len),
-            **self.details,
+            **getattr(self, "details", {}),
         }
 
     def __repr__(self) -> str:

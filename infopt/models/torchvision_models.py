@@ -1,4 +1,4 @@
-"""``torchvision:<name>``: any torchvision classification or semantic-segmentation model.
+"""``torchvision:<name>``: any torchvision classification, semantic-segmentation or video model.
 
 The input resolution is the one the model's default weights were evaluated at
 (``weights.transforms()``: crop 224 for most classifiers, 299 for Inception v3,
@@ -9,13 +9,17 @@ Segmentation models are built as their default weights define them (FCN and
 DeepLabV3 with the auxiliary head those weights include, so parameters and
 FLOPs match the published figures) but without the pretrained-backbone
 download their builders do by default; their output is the main head's
-per-pixel class logits as ``(batch, H, W, classes)``. Detection, video, optical-flow and
-quantized models need other inputs or outputs and are refused with one sentence.
+per-pixel class logits as ``(batch, H, W, classes)``. Video classifiers take
+``(batch, 3, frames, H, W)`` clips of 16 frames (the clip length torchvision's
+published figures are counted at; a ``frames`` option overrides). Detection,
+optical-flow and quantized models need other inputs or outputs and are refused
+with one sentence.
 """
 
 from __future__ import annotations
 
 import difflib
+import warnings
 
 import torch
 
@@ -29,11 +33,12 @@ from .weights import load_torchvision_weights
 #: torchvision sub-packages whose models the lab does not run, and why.
 UNSUPPORTED_FAMILIES = {
     "detection": "object detection (lists of images in, boxes out)",
-    "video": "video classification (5-D clips)",
     "optical_flow": "optical flow (image pairs)",
     "quantization": "pre-quantized",
 }
-OPTIONS = ("image_size",)
+OPTIONS = ("image_size", "frames")
+#: Frames per clip for video models: torchvision's published multiply-adds are counted at 16.
+DEFAULT_FRAMES = 16
 
 
 def _family(name: str) -> str | None:
@@ -67,14 +72,25 @@ def check_torchvision(name: str, options: dict) -> None:
     if family is not None:
         raise InvalidInputError(
             f"torchvision:{name} belongs to torchvision's {family} family ({UNSUPPORTED_FAMILIES[family]}); "
-            f"the lab supports torchvision's image classification (torchvision.models) and semantic "
-            f"segmentation (torchvision.models.segmentation) models, not its {', '.join(UNSUPPORTED_FAMILIES)} "
-            f"models.")
+            f"the lab supports torchvision's image classification (torchvision.models), semantic "
+            f"segmentation (torchvision.models.segmentation) and video classification (torchvision.models.video) "
+            f"models, not its {', '.join(UNSUPPORTED_FAMILIES)} models.")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InvalidInputError(f"Unknown option(s) for torchvision:{name}: {', '.join(unknown)} "
                                 f"(supported: {', '.join(OPTIONS)}).")
     _image_size_option(options.get("image_size"), name)
+    frames = options.get("frames")
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+        raise InvalidInputError(f"frames for torchvision:{name} must be an integer of at least 1, got {frames!r}.")
+    if frames is not None and not _is_video(name):
+        raise InvalidInputError(f"frames applies to torchvision's video models only, not to {name}.")
+
+
+def _is_video(name: str) -> bool:
+    import torchvision.models as tv
+
+    return name in tv.list_models(module=tv.video)
 
 
 def _is_segmentation(name: str) -> bool:
@@ -95,6 +111,15 @@ def _segmentation_arguments(name: str) -> dict:
     return arguments
 
 
+def _drop_unused_aux_heads(module, published_params: int | None) -> None:
+    """GoogLeNet built without weights keeps two auxiliary classifiers that never run in eval mode and that its
+    published weights drop; drop them as torchvision's builder does, so parameters and weight bytes match."""
+    if published_params is None or getattr(module, "aux1", None) is None:
+        return
+    if sum(p.numel() for p in module.parameters()) != published_params:
+        module.aux_logits, module.aux1, module.aux2 = False, None, None
+
+
 def default_image_size(name: str) -> int:
     """The crop (classification) or resize (segmentation) size of the default weights (224 when unknown)."""
     from torchvision.models import get_model_weights
@@ -111,15 +136,18 @@ class TorchvisionModel(ModelWrapper):
     """A torchvision model on normalized ``3 x H x W`` images: class logits (per image, or per pixel)."""
 
     task = "vision"
+    #: Frames per clip (video models), else ``None``.
+    frames: int | None = None
 
     def prepare_input(self, batch_size: int, seq_len: int | None = None, *, seed: int | None = None) -> Inputs:
-        """ImageNet-normalized random images, ``(batch, 3, H, W)`` float32."""
+        """ImageNet-normalized random images ``(batch, 3, H, W)`` or clips ``(batch, 3, frames, H, W)``, float32."""
         self._check_batch_size(batch_size)
         if seq_len is not None:
             raise InvalidInputError(f"{self.name} takes images, not sequences: do not pass seq_len.")
-        pixels = torch.rand(batch_size, 3, self.image_size, self.image_size, generator=self._generator(seed))
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        time = (self.frames,) if self.frames else ()
+        pixels = torch.rand(batch_size, 3, *time, self.image_size, self.image_size, generator=self._generator(seed))
+        shape = (1, 3) + (1,) * (pixels.dim() - 2)
+        mean, std = torch.tensor(IMAGENET_MEAN).view(shape), torch.tensor(IMAGENET_STD).view(shape)
         return {"pixel_values": ((pixels - mean) / std).to(self.device)}
 
     def forward(self, inputs: Inputs) -> torch.Tensor:
@@ -130,6 +158,9 @@ class TorchvisionModel(ModelWrapper):
         return output if isinstance(output, torch.Tensor) else output[0]
 
     def input_description(self, seq_len: int | None = None) -> dict:
+        if self.frames:
+            return {"input": f"3x{self.frames}x{self.image_size}x{self.image_size} normalized clip",
+                    "image_size": self.image_size, "frames": self.frames}
         return {"input": f"3x{self.image_size}x{self.image_size} normalized image", "image_size": self.image_size}
 
 
@@ -150,13 +181,17 @@ def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) ->
     extra = _segmentation_arguments(name) if segmentation else {}
     seed_everything(seed)
     module, resized = None, False
-    if override is not None and override != default:
-        try:  # ViTs take image_size (their position embeddings depend on it); CNNs do not need it
-            module, resized = get_model(name, weights=None, image_size=image_size, **extra), True
-        except TypeError:
-            module = None
-    if module is None:
-        module = get_model(name, weights=None, **extra)
+    with warnings.catch_warnings():
+        # GoogLeNet / Inception warn that their default initialization will change: not news for a benchmark
+        warnings.filterwarnings("ignore", message="The default weight initialization of", category=FutureWarning)
+        if override is not None and override != default:
+            try:  # ViTs take image_size (their position embeddings depend on it); CNNs do not need it
+                module, resized = get_model(name, weights=None, image_size=image_size, **extra), True
+            except TypeError:
+                module = None
+        if module is None:
+            module = get_model(name, weights=None, **extra)
+    _drop_unused_aux_heads(module, get_model_weights(name).DEFAULT.meta.get("num_params"))
     if weights == "pretrained":
         if resized:
             raise InvalidInputError(f"Pretrained torchvision:{name} weights exist only for image_size={default}.")
@@ -167,6 +202,9 @@ def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) ->
     wrapper.source = f"torchvision.models.{'segmentation.' if segmentation else ''}{name}"
     if segmentation:
         wrapper.task = "segmentation"
+    if _is_video(name):
+        wrapper.task = "video"
+        wrapper.frames = int(options.get("frames", DEFAULT_FRAMES))
     wrapper.image_size = image_size
     wrapper.details = {"image_size_source": "image_size option" if override else "default weights' crop size"}
     if size == "tiny":

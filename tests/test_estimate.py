@@ -1,0 +1,30 @@
+"""The up-front time estimate: this machine's own earlier run of the same job beats the static table."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from infopt import runner
+
+
+def plan_for(tmp_path, name):
+    args = runner.build_parser().parse_args(["--device", "cpu", "--quick", "--output", str(tmp_path),
+                                             "--run-name", name, "--models", "distilbert"])
+    return runner.build_plan(args)
+
+
+def test_estimate_uses_this_hosts_earlier_run_of_the_same_jobs(tmp_path):
+    earlier = plan_for(tmp_path, "earlier")
+    static = runner.estimate_seconds(earlier, {})
+    entries = [{"notebook": job.notebook, "model": job.model, "status": "succeeded", "duration_s": 100.0,
+                "parameters": job.parameters} for job in earlier.jobs]
+    earlier.run_dir.mkdir(parents=True)
+    (earlier.run_dir / "run.json").write_text(json.dumps({
+        "device_label": "cpu", "environment": {"hostname": socket.gethostname()}, "notebooks": entries}))
+    plan = plan_for(tmp_path, "now")
+    assert runner.estimate_seconds(plan) == 100.0 * len(plan.jobs) != static
+    # another machine's run, or other parameters, fall back to the table
+    (earlier.run_dir / "run.json").write_text(json.dumps({
+        "device_label": "cpu", "environment": {"hostname": "elsewhere"}, "notebooks": entries}))
+    assert runner.estimate_seconds(plan) == static
