@@ -4,10 +4,12 @@ FLOPs here are floating-point operations = 2 x multiply-adds (a multiply-add
 is two operations), as counted by ``torch.utils.flop_counter.FlopCounterMode``
 on the operators the model actually dispatches. ``FlopCounterMode`` knows the
 CUDA attention kernels but not the scaled-dot-product-attention kernels that
-CPU (and MPS) run, nor ``nn.MultiheadAttention``'s eval-mode fast path
-(``aten._native_multi_head_attention``, used by torchvision's ViT), so those
-are added here; without them text models and ViTs would silently lose their
-attention FLOPs (a third of ViT-B/16's).
+CPU (and MPS) run, nor the eval-mode fast paths of ``nn.MultiheadAttention``
+(``aten._native_multi_head_attention``, used by torchvision's ViT) and
+``nn.TransformerEncoderLayer`` (``aten._transformer_encoder_layer_fwd``, the
+whole layer in one kernel), so those are added here; without them text models
+and ViTs would silently lose their attention FLOPs (a third of ViT-B/16's) and
+a user's ``nn.TransformerEncoder`` would count zero.
 """
 
 from __future__ import annotations
@@ -48,6 +50,21 @@ def _native_mha_flops(query_shape, key_shape, value_shape, embed_dim, num_head, 
     return 2 * batch * multiply_adds
 
 
+def _encoder_layer_flops(src_shape, embed_dim, num_head, qkv_weight_shape, qkv_bias_shape, proj_weight_shape,
+                         proj_bias_shape, use_gelu, norm_first, eps, norm_weight_1_shape, norm_bias_1_shape,
+                         norm_weight_2_shape, norm_bias_2_shape, ffn_weight_1_shape, *args, out_shape=None,
+                         **kwargs) -> int:
+    """Forward FLOPs of ``aten._transformer_encoder_layer_fwd``: self-attention plus the two feed-forward matmuls."""
+    src_shape = tuple(src_shape)
+    batch = 1
+    for size in src_shape[:-2]:
+        batch *= int(size)
+    seq = int(src_shape[-2])
+    feed_forward = int(tuple(ffn_weight_1_shape)[0])
+    attention = _native_mha_flops(src_shape, src_shape, src_shape, embed_dim, num_head)
+    return attention + 2 * batch * seq * 2 * int(embed_dim) * feed_forward
+
+
 def _extra_attention_ops() -> list:
     names = (
         "_scaled_dot_product_flash_attention_for_cpu",
@@ -65,8 +82,10 @@ def _extra_attention_ops() -> list:
 
 #: Operators added to FlopCounterMode's registry (shape-based formulas).
 EXTRA_FLOP_FORMULAS: dict = {op: _sdpa_flops for op in _extra_attention_ops()}
-if aten._native_multi_head_attention not in flop_counter.flop_registry:
-    EXTRA_FLOP_FORMULAS[aten._native_multi_head_attention] = _native_mha_flops
+for _packet, _formula in ((aten._native_multi_head_attention, _native_mha_flops),
+                          (aten._transformer_encoder_layer_fwd, _encoder_layer_flops)):
+    if _packet not in flop_counter.flop_registry:
+        EXTRA_FLOP_FORMULAS[_packet] = _formula
 
 
 def flop_counter_mode(**kwargs) -> FlopCounterMode:

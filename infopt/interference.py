@@ -242,6 +242,8 @@ class MachineCheck:
         verdict = "BUSY" if self.busy else "quiet"
         text = (f"Machine {verdict}: other processes used {self.other_cpu_cores:.2f} CPU cores on average over "
                 f"{self.seconds:.1f} s (threshold {self.threshold_cores:g})")
+        if self.busy and sum(p["cores"] for p in self.top_processes) < 0.5 * self.other_cpu_cores:
+            text += "; most of it from processes that started or ended during the check"
         return text + (f"; busiest: {top}" if top and self.busy else "") + (
             f"; {self.gpu}" if self.gpu not in ("not checked", "n/a (not a GPU)") else "")
 
@@ -370,6 +372,21 @@ def quality_counts(df: pd.DataFrame, ci_columns: tuple[str, str] = ("latency_ci_
     return counts
 
 
+def quality_line(df: pd.DataFrame, ci_columns: tuple[str, str] = ("latency_ci_low_ms", "latency_ci_high_ms")) -> str:
+    """:func:`quality_counts` in one sentence, with what to do about each kind of row."""
+    counts = quality_counts(df, ci_columns)
+    parts = []
+    if counts["interference"]:
+        parts.append(f"{counts['interference']} timed on a busy machine (interference: rerun on a quiet one)")
+    if counts["not_converged"]:
+        parts.append(f"{counts['not_converged']} not converged (more time per point: --param max_time_s=...)")
+    if counts["too_few_samples"]:
+        parts.append(f"{counts['too_few_samples']} with too few samples for a CI")
+    if not parts:
+        return f"All {counts['rows']} timed rows are converged, with a CI, on a quiet machine."
+    return f"Of {counts['rows']} timed rows: " + ", ".join(parts) + "."
+
+
 def disagreements(benchmark: pd.DataFrame, optimize: pd.DataFrame, *,
                   tolerance: float = CONSISTENCY_TOLERANCE) -> pd.DataFrame:
     """Each model's eager-fp32 baseline in the optimize results against the same point of the benchmark sweep.
@@ -453,22 +470,15 @@ def run_quality_lines(run_dir) -> list[str]:
     for kind, ci_columns in TIMED_KINDS.items():
         for path in sorted(Path(run_dir).glob(f"**/*_{kind}.csv")):
             try:
-                counts = quality_counts(pd.read_csv(path), ci_columns)
+                frame = pd.read_csv(path)
+                counts = quality_counts(frame, ci_columns)
             except (OSError, ValueError, KeyError, pd.errors.ParserError):
                 continue
-            parts = []
-            if counts["interference"]:
-                parts.append(f"{counts['interference']} flagged for interference (machine busy)")
-            if counts["not_converged"]:
-                parts.append(f"{counts['not_converged']} not converged (more time per point: "
-                             "--param max_time_s=...)")
-            if counts["too_few_samples"]:
-                parts.append(f"{counts['too_few_samples']} with too few samples for a CI")
-            if parts:
-                lines.append(f"  {path.stem}: of {counts['rows']} timed rows, " + ", ".join(parts))
+            if counts["interference"] or counts["not_converged"] or counts["too_few_samples"]:
+                lines.append(f"  {path.stem}: {quality_line(frame, ci_columns)}")
     return lines
 
 
 __all__ = ["BackgroundLoad", "CONSISTENCY_TOLERANCE", "CPU_THRESHOLD_CORES", "DISAGREE_MESSAGE",
            "GPU_THRESHOLD_PERCENT", "INTERFERENCE_COLUMNS", "Interference", "MachineCheck", "check_machine", "ci_text", "combine",
-           "disagreements", "quality_counts", "quality_table", "run_quality_lines", "watch"]
+           "disagreements", "quality_counts", "quality_line", "quality_table", "run_quality_lines", "watch"]

@@ -55,6 +55,7 @@ class Preset:
     kv_new_tokens: int                         # tokens generated while the KV cache is measured
     include_compile: bool                      # torch.compile variants (minutes each on a CPU)
     variants: tuple[str, ...] = ()             # variant specs; empty: the default set
+    generation_variants: tuple[str, ...] = ()  # generation variant specs (causal LMs); empty: the default set
 
     def with_batch_sizes(self, batch_sizes) -> "Preset":
         """The same preset sweeping the user's batch sizes (``--batch-sizes``) everywhere."""
@@ -81,6 +82,7 @@ class Preset:
                     "kv_prompt_len": self.kv_prompt_len, "kv_new_tokens": self.kv_new_tokens}
         if notebook == "optimize":
             return {**common, "batch_sizes": list(self.optimize_batch_sizes), "variants": list(self.variants),
+                    "generation_variants": list(self.generation_variants),
                     "include_compile": self.include_compile,
                     **({} if self.quick else {"max_time_s": self.variant_max_time_s})}
         if notebook == REPORT_NOTEBOOK:
@@ -111,7 +113,9 @@ FULL_CPU = replace(
 QUICK = replace(
     FULL, name="quick", size="tiny", quick=True, batch_sizes=(1, 2, 4), optimize_batch_sizes=(4,), seq_len=32,
     prompt_lengths=(8, 32), no_cache_prompt_lengths=(8,), new_tokens=8, profile_active=1, kv_prompt_len=8,
-    kv_new_tokens=8, include_compile=False, variants=("channels-last", "bf16", "int8-dynamic"),
+    kv_new_tokens=8, include_compile=False,
+    variants=("channels-last", "bf16", "int8-dynamic", "torchao-int8-dynamic", "onnxruntime"),
+    generation_variants=("static-cache", "bf16-weights", "torchao-int8-weight-only"),
 )
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (FULL, FULL_CPU, QUICK)}

@@ -190,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
                         help="extra notebook parameter (JSON value, checked against its declared type) passed to "
                              "every notebook that declares it; parameters with a flag of their own are refused")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: one notebook after another on this machine (default); ray: one Ray task per "
+                             "notebook, model and device, over the GPUs and hosts of a Ray cluster (README: "
+                             "'More than one machine')")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="Ray cluster to send jobs to with --executor ray (default: start a local Ray instance)")
     parser.add_argument("--strict-quiet", action="store_true",
                         help="refuse to measure (exit 2) when the machine check before the first timing notebook "
                              "finds other processes busy (default: say so, record it in run.json, carry on)")
@@ -212,6 +218,7 @@ class Job:
     duration_s: float | None = None
     error: str | None = None
     started_utc: str | None = None
+    placement: dict | None = None  # where an executor other than the local one ran it (node, host, times)
 
     @property
     def key(self) -> str:
@@ -563,6 +570,7 @@ class Manifest:
             "html": str(job.output.with_suffix(".html").relative_to(self.plan.run_dir)),
             "parameters": job.parameters, "status": job.status, "duration_s": job.duration_s,
             "started_utc": job.started_utc, "error": job.error,
+            **({"placement": job.placement} if job.placement else {}),
         }
 
     def save(self, status: str | None = None) -> None:
@@ -841,6 +849,10 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     try:
         with _sigterm_as_interrupt():
             manifest.save()
+            if getattr(args, "executor", "local") == "ray":  # model notebooks as Ray tasks; the report stays here
+                from .ray_executor import run_model_jobs
+
+                todo = run_model_jobs(plan, args, manifest, overall)
             for job in todo:
                 current = job
                 overall.set_postfix_str(f"{job.key} on {plan.device_label}")
@@ -969,6 +981,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         plan = build_plan(args)
+        from . import ray_executor  # Ray missing, cluster unreachable, option misfit: one line, exit 2, before any run
+
+        ray_executor.check_options(args, plan.device)
+        if args.executor == "ray":
+            ray_executor.connect(args.ray_address)
     except InfoptError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

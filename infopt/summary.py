@@ -55,13 +55,14 @@ def _benchmark_part(rows: pd.DataFrame) -> dict:
     rows = _baseline(rows)
     out = {"latency_batch": math.nan, "latency_p50_ms": math.nan, "latency_ci_low_ms": math.nan,
            "latency_ci_high_ms": math.nan, "best_throughput": math.nan, "best_throughput_batch": math.nan,
-           "peak_memory_mb": math.nan, "peak_memory_batch": math.nan}
+           "peak_memory_mb": math.nan, "peak_memory_batch": math.nan, "interference": False}
     if rows.empty:
         return out
     smallest = rows.sort_values("batch_size").iloc[0]  # batch 1 when it was measured (the sweep's default)
     out.update(latency_batch=int(smallest["batch_size"]), latency_p50_ms=_num(smallest.get("latency_p50_ms")),
                latency_ci_low_ms=_num(smallest.get("latency_ci_low_ms")),
-               latency_ci_high_ms=_num(smallest.get("latency_ci_high_ms")))
+               latency_ci_high_ms=_num(smallest.get("latency_ci_high_ms")),
+               interference=smallest.get("interference") is True or smallest.get("interference") == 1)
     if "throughput_items_per_s" in rows and rows["throughput_items_per_s"].notna().any():
         best = rows.loc[rows["throughput_items_per_s"].idxmax()]
         out.update(best_throughput=_num(best["throughput_items_per_s"]), best_throughput_batch=int(best["batch_size"]))
@@ -102,7 +103,8 @@ def _recommendation_part(rows: pd.DataFrame) -> dict:
             texts.append(f"b{row['batch_size']}: none ({reason.split(': ', 1)[-1].rstrip('.')})")
             continue
         if variant == BASELINE:
-            texts.append(f"b{row['batch_size']}: keep {BASELINE} (no safe variant faster)")
+            reason = row.get("reason") if isinstance(row.get("reason"), str) else "no safe variant faster"
+            texts.append(f"b{row['batch_size']}: keep {BASELINE} ({reason})")
             continue
         ci = " (no CI)" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
         noise = "" if row.get("distinguishable") else ", within noise"
@@ -163,7 +165,8 @@ def _with_text(frame: pd.DataFrame) -> pd.DataFrame:
             return MISSING
         ci = " (no CI: too few samples)" if math.isnan(r["latency_ci_low_ms"]) else \
             f" [{r['latency_ci_low_ms']:.3g}, {r['latency_ci_high_ms']:.3g}]"
-        return f"{r['latency_p50_ms']:.3g} ms{ci} @ b{r['latency_batch']:.0f}"
+        busy = ", machine busy" if r.get("interference") else ""  # A's interference flag on that row
+        return f"{r['latency_p50_ms']:.3g} ms{ci} @ b{r['latency_batch']:.0f}{busy}"
 
     def throughput(r):
         return MISSING if math.isnan(r["best_throughput"]) else \
@@ -261,7 +264,7 @@ def chart(frame: pd.DataFrame, title: str = "Summary: latency at batch 1 and bes
                                   "array": frame["speedup_ci_high"] - frame["speedup"],
                                   "arrayminus": frame["speedup"] - frame["speedup_ci_low"]}), row=1, col=2)
     fig.add_hline(y=1.0, line_dash="dot", row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=1)  # models differ by orders of magnitude
+    fig.update_yaxes(type="log", dtick=1, row=1, col=1)  # models differ by orders of magnitude; decade ticks only
     fig.update_layout(title=title, template=_TEMPLATE, showlegend=False)
     return fig
 

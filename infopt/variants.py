@@ -24,7 +24,9 @@ Definitions:
   shared machine hits both sides of a round alike, so this figure survives
   drift that distorts the unpaired ratio. Trade-off: the rounds take
   :data:`PAIRED_SHARE` of each point's time cap, so the unpaired columns get
-  fewer samples (wider CIs) and a default run takes about as long as before.
+  fewer samples (wider CIs) and a default run takes about as long as before;
+  calls too slow for that get fewer rounds (at least :data:`MIN_PAIRED_ROUNDS`)
+  and still cost a few calls more than the share.
 * ``speedup_vs_baseline = baseline median latency / variant median latency``
   (ratio of two medians timed at different moments; secondary). Its 95%
   interval is the conservative ratio of the two medians' 95% CIs:
@@ -539,6 +541,8 @@ def warm_up_compiled(fn: Callable[[], object], *, quiet_calls: int = 2, max_call
 #: Rounds of the paired comparison. 10 is the smallest count whose 95% order-statistic CI of the median
 #: leaves out the two most extreme rounds (6 is the least that gives any interval).
 PAIRED_ROUNDS = 10
+#: Fewest rounds when calls are too slow for :data:`PAIRED_ROUNDS` within the time share (6: the least with a CI).
+MIN_PAIRED_ROUNDS = 6
 #: Share of each point's time cap (``timing.max_time_s``) given to the paired rounds when they run; the
 #: unpaired timing of every row gets the rest, so a sweep takes about as long as an unpaired one did.
 PAIRED_SHARE = 0.5
@@ -561,24 +565,31 @@ def paired_speedup(baseline, variant, batch_size: int, seq_len: int | None = Non
     spread over the ``2 * rounds`` blocks; at least one call). Rounds alternate
     the order (A B, B A, ...), so load drift on a shared machine hits both
     sides of every round alike and the per-round ratios stay comparable when
-    absolute latencies do not. Returns the ``paired_*`` columns plus the
-    ``interference`` of the whole paired window.
+    absolute latencies do not. When ``block_s`` is derived from ``timing`` and
+    one call of each side already overruns the share, the rounds drop toward
+    :data:`MIN_PAIRED_ROUNDS` (``paired_rounds`` reports how many ran), so slow
+    models keep a default run near its usual length. Returns the ``paired_*``
+    columns plus the ``interference`` of the whole paired window.
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InvalidInputError(f"paired rounds must be an integer of at least 1, got {rounds!r}.")
     timing = timing or TimingConfig()
-    block_s = PAIRED_SHARE * timing.max_time_s / (2 * rounds) if block_s is None else block_s
+    adaptive = block_s is None
+    block_s = PAIRED_SHARE * timing.max_time_s / (2 * rounds) if adaptive else block_s
     base_inputs = baseline.prepare_input(batch_size, seq_len)
     variant_inputs = variant.prepare_input(batch_size, seq_len)
     sides = {"base": lambda: baseline.forward(base_inputs), "variant": lambda: variant.forward(variant_inputs)}
     timer = make_timer(baseline.device)
     ratios = []
     with thread_count(timing.num_threads), torch.inference_mode(), gc_paused(), watch(baseline.device) as window:
-        calls = {}
+        calls, round_s = {}, 0.0
         for side, fn in sides.items():
             fn()
             estimate_ms = max(timer.run_block(fn, 1)[0], 1e-4)
             calls[side] = max(1, min(10_000, int(block_s * 1e3 / estimate_ms)))
+            round_s += calls[side] * estimate_ms / 1e3
+        if adaptive and round_s * rounds > 2 * rounds * block_s and rounds > MIN_PAIRED_ROUNDS:
+            rounds = max(MIN_PAIRED_ROUNDS, int(2 * rounds * block_s / round_s))
         for index in range(rounds):
             medians = {}
             for side in (("base", "variant") if index % 2 == 0 else ("variant", "base")):
@@ -861,7 +872,7 @@ def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
 __all__ = [
     "ACCURACY_COLUMNS", "BASELINE", "DEFAULT_COMBINATIONS", "SPEEDUP_DEFINITION", "SWEEP_COLUMNS", "VARIANTS",
     "VARIANT_COLUMNS", "UnknownVariantError", "Variant", "VariantError", "VariantModel", "VariantNotApplicableError",
-    "PAIRED_ROUNDS", "PAIRED_SHARE", "REFUSALS", "add_speedups", "add_verdicts", "headline_columns",
+    "MIN_PAIRED_ROUNDS", "PAIRED_ROUNDS", "PAIRED_SHARE", "REFUSALS", "add_speedups", "add_verdicts", "headline_columns",
     "speedup_verdict", "apply_variant", "paired_speedup", "unpaired_timing",
     "canonical_spec", "default_variants", "describe_variants", "list_variants",
     "parse_spec", "recommend", "register_variant", "run_variant_sweep", "unavailable_reason",

@@ -15,7 +15,9 @@
 # One model on one device. Every number is measured here, on this machine, with its uncertainty:
 # latency per call comes from the raw per-call samples (warm-up until stable, then sampling until the
 # 95% confidence interval of the median is within 1% or the time cap is reached; `converged=False`
-# flags points that did not get there). Memory is measured in a separate pass so it never perturbs timing.
+# flags points that did not get there: give them more time with `--param max_time_s=...`). `interference=True`
+# flags points timed while other processes used the machine (`interference_detail` gives the figure): rerun
+# those on a quiet machine. Memory is measured in a separate pass so it never perturbs timing.
 
 # %% tags=["parameters"]
 model: str = "resnet50"  # resnet50 | gpt2 | distilbert
@@ -40,6 +42,7 @@ from infopt.notebook import model_notebook
 from infopt.params import coerce_namespace
 from infopt.results import save_results
 from infopt.benchmark import cold_start, run_batch_sweep
+from infopt.interference import quality_line
 from infopt.timing import TimingConfig
 
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
@@ -69,6 +72,7 @@ df = run_batch_sweep(wrapper, batch_sizes, seq_len=text_seq_len, timing=timing)
 save_results(df, out, model, label, kind="results", overwrite=overwrite,
              config={"timing": timing.to_dict(), "batch_sizes": batch_sizes, "seq_len": text_seq_len, "size": size,
                      "cold_start": cold, "model_info": wrapper.info(text_seq_len)})
+print(quality_line(df))
 df.drop(columns=["samples_ms"])
 
 # %% [markdown]

@@ -67,8 +67,9 @@ save_results(sweep, out, model, label, kind="variants", overwrite=overwrite,
              config={"timing": timing.to_dict(), "batch_sizes": batch_sizes, "seq_len": text_seq_len,
                      "variants": variants, "include_compile": include_compile})
 print(SPEEDUP_DEFINITION)
-columns = ["variant", "batch_size", "status", "latency_p50_ms", "speedup_vs_baseline", "speedup_ci_low",
-           "speedup_ci_high", "accuracy_ok", "rel_error", "cosine_similarity", "compile_time_s", "error"]
+columns = ["variant", "batch_size", "status", "latency_p50_ms", "paired_speedup", "paired_speedup_ci_low",
+           "paired_speedup_ci_high", "speedup_verdict", "speedup_vs_baseline", "speedup_ci_low", "speedup_ci_high",
+           "interference", "accuracy_ok", "rel_error", "cosine_similarity", "compile_time_s", "error"]
 sweep[[c for c in columns if c in sweep]]
 
 # %% [markdown]
@@ -84,7 +85,9 @@ plots.show(plots.speedup_vs_accuracy(sweep, title=f"{model} on {label}: speedup 
 # %% [markdown]
 # ## Recommendation
 # Per batch size: the fastest variant with `status="ok"` that passes the accuracy guard, and by how much.
-# When the speedup interval includes 1x, the gain is within measurement noise.
+# The headline is the paired speedup (alternating baseline/variant rounds). A variant is recommended only if that
+# speedup's 95% interval lies above 1x and its rows were not timed on a busy machine (`interference`); otherwise
+# eager fp32 is kept and the line says why (machine busy, not enough samples, or no variant beats the baseline).
 
 # %%
 recommendations = recommend(sweep)

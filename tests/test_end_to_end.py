@@ -93,7 +93,8 @@ def test_model_notebook_executed_without_error_and_exports_charts(run, model, na
     assert not errors
     html = (folder / f"{name}.html").read_text()
     # the chart is in the HTML page itself (a div drawn by the run's one plotly.min.js), not only in a MIME bundle
-    expected = len(CHARTS[name]) + (1 if (model, name) in {("gpt2", "benchmark"), ("gpt2", "memory")} else 0)
+    gpt2_extra = {("gpt2", "benchmark"), ("gpt2", "memory"), ("gpt2", "optimize")}  # generation charts
+    expected = len(CHARTS[name]) + (1 if (model, name) in gpt2_extra else 0)
     assert chart_divs(html) == expected
     assert html.count("Plotly.newPlot(") == expected
     assert html.count(PLOTLY_JS_BANNER) == 0  # no embedded copy: one shared file per run, offline

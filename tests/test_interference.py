@@ -222,7 +222,7 @@ def test_run_quality_lines_count_what_needs_attention(tmp_path):
     pd.DataFrame([_timed(1.0, 0.9, 1.1, converged=True, interference=False)]).to_csv(
         folder / "m_cpu_variants.csv", index=False)
     lines = run_quality_lines(tmp_path)
-    assert len(lines) == 1 and "m_cpu_results: of 2 timed rows, 1 flagged for interference" in lines[0]
+    assert len(lines) == 1 and "m_cpu_results: Of 2 timed rows: 1 timed on a busy machine" in lines[0]
     assert "1 not converged (more time per point: --param max_time_s=...)" in lines[0]
     assert "1 with too few samples for a CI" in lines[0]
 
@@ -286,3 +286,21 @@ def test_gpu_without_nvml_is_not_checked_never_clean(monkeypatch):
     with watch("cuda:0") as window:
         pass
     assert "GPU not checked" in window.result.detail and "clean" not in window.result.detail
+
+
+def test_quality_line_says_what_to_do():
+    from infopt.interference import quality_line
+
+    clean = pd.DataFrame([_timed(1.0, 0.9, 1.1, converged=True, interference=False)])
+    assert quality_line(clean) == "All 1 timed rows are converged, with a CI, on a quiet machine."
+    noisy = pd.DataFrame([_timed(1.0, math.nan, math.nan, converged=False, interference=True)])
+    line = quality_line(noisy)
+    assert "1 timed on a busy machine" in line and "--param max_time_s=..." in line and "too few samples" in line
+
+
+def test_slow_calls_get_fewer_paired_rounds_within_the_time_share():
+    slow, config = _Work(40), TimingConfig(max_time_s=0.2, min_time_s=0.0, num_threads=1)
+    result = paired_speedup(slow, _Work(20), 1, rounds=10, timing=config)  # one round already overruns 0.1 s
+    assert result["paired_rounds"] == 6 and result["paired_speedup_ci_low"] <= result["paired_speedup"]
+    fast = paired_speedup(_Work(1), _Work(1), 1, rounds=10, timing=TimingConfig(max_time_s=2.0, num_threads=1))
+    assert fast["paired_rounds"] == 10

@@ -158,6 +158,18 @@ def test_native_multi_head_attention_fast_path_is_counted():
     assert fast == slow == 2 * 2 * (4 * 10 * 64 * 64 + 2 * 10 * 10 * 64)
 
 
+def test_transformer_encoder_layer_fast_path_is_counted():
+    layer = nn.TransformerEncoderLayer(64, 4, 256, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, 10, 64)
+    from infopt.flops import flop_counter_mode
+
+    with torch.enable_grad(), flop_counter_mode() as mode:
+        encoder(x)  # grad enabled: layer by layer through linear, matmul and sdpa
+    fast = count_flops(lambda: encoder(x))  # inference mode: aten._transformer_encoder_layer_fwd
+    assert fast == mode.get_total_flops() == 2 * 2 * 2 * (4 * 10 * 64 * 64 + 2 * 10 * 10 * 64 + 2 * 10 * 64 * 256)
+
+
 # -- hf: ---------------------------------------------------------------------------------------------------------
 
 def test_hf_bert_encoder_folder(hf_folders):
@@ -434,3 +446,13 @@ def test_torchvision_pretrained_offline_is_one_clear_sentence(tmp_path, monkeypa
     monkeypatch.setenv("INFOPT_OFFLINE", "1")
     with pytest.raises(WeightsUnavailableError, match="not cached and the run is offline.*weights='random'"):
         infopt.load_model("torchvision:mobilenet_v3_small", weights="pretrained")
+
+
+def test_hf_cnn_config_without_image_size(tmp_path):
+    resnet = {"architectures": ["ResNetForImageClassification"], "model_type": "resnet", "embedding_size": 8,
+              "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic", "num_labels": 3}
+    folder = write_config(tmp_path / "tiny-resnet", resnet)
+    model = infopt.load_model(f"hf:{folder}?image_size=32", size="tiny")
+    assert model.task == "vision" and model.image_size == 32 and "as given" in model.info()["size_note"]
+    assert model.forward(model.prepare_input(2)).shape == (2, 3)
+    assert infopt.load_model(f"hf:{folder}").image_size == 224  # no image_size in the config: 224

@@ -126,3 +126,9 @@ def test_headline_says_what_was_not_measured(tmp_path):
 def test_print_headline_never_raises(tmp_path, capsys):
     summary.print_headline(tmp_path / "missing")
     assert "Summary" in capsys.readouterr().out
+
+
+def test_headline_marks_latency_timed_on_a_busy_machine():
+    rows = bench_rows("m", 1.0).assign(interference=[True, False, False])
+    assert summary.headline(rows).iloc[0]["latency_text"].endswith("machine busy")
+    assert "busy" not in summary.headline(rows.assign(interference=False)).iloc[0]["latency_text"]

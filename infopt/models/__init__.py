@@ -128,7 +128,7 @@ def describe_size(spec: str, size: str) -> dict:
         entry["spec"] = source.spec.text
         entry["shrunk_config"] = shrink_config(copy.deepcopy(source.config))
         entry["note"] = "config shrunk for a quick run (smoke test only)" if entry["shrunk_config"] \
-            else "config already tiny: unchanged"
+            else "nothing to shrink (already tiny, or not a uniform transformer stack): as given"
     else:
         entry["note"] = f"{parsed.kind}: models run as given; size='tiny' does not shrink them"
     return entry

@@ -42,7 +42,9 @@ TASK_CLASSES = {
 SUPPORTED = ("causal LMs (*ForCausalLM), masked LMs (*ForMaskedLM), sequence classifiers "
              "(*ForSequenceClassification), image classifiers (*ForImageClassification) and base text or "
              "vision encoders (*Model, e.g. BertModel, ViTModel)")
-OPTIONS = ("task", "network", "attn_implementation")
+OPTIONS = ("task", "network", "attn_implementation", "image_size")
+#: Input side for vision configs that do not declare ``image_size`` (e.g. ResNet-style).
+DEFAULT_IMAGE_SIZE = 224
 #: Quick-run (size="tiny") shape: layers, width per head, KV-head and query-head caps (the query heads
 #: per KV head are kept, so a large group may exceed the query cap), vocabulary cap.
 TINY_LAYERS, TINY_HEAD_DIM, TINY_MAX_KV_HEADS, TINY_MAX_HEADS, TINY_VOCAB = 2, 16, 2, 8, 1024
@@ -88,8 +90,8 @@ class HFSource:
 
 
 def _is_vision_config(config) -> bool:
-    return hasattr(config, "image_size") and hasattr(config, "num_channels") \
-        and not hasattr(config, "vocab_size")
+    """Image models have input channels and no vocabulary (ResNet-style configs have no image_size)."""
+    return hasattr(config, "num_channels") and not hasattr(config, "vocab_size")
 
 
 def _locate(target: str, options: dict) -> tuple[str, bool, bool]:
@@ -194,7 +196,9 @@ def shrink_config(config) -> dict:
     """Make ``config`` tiny in place (quick runs); returns ``{attribute: [old, new]}`` of what changed.
 
     Keeps the architecture and its grouped-query ratio (query heads per KV
-    head); 2 layers, 16-wide heads, a vocabulary of at most 1024 ids.
+    head); 2 layers, 16-wide heads, a vocabulary of at most 1024 ids. Configs
+    that are not a uniform transformer stack (per-stage widths, e.g. ConvNeXt,
+    Swin) keep their shape: an empty result means "model as given".
     """
     changes: dict[str, list] = {}
 
@@ -217,10 +221,10 @@ def shrink_config(config) -> dict:
         reduce("head_dim", TINY_HEAD_DIM)
         reduce("intermediate_size", 4 * hidden)
         reduce("hidden_dim", 4 * hidden)  # DistilBERT's feed-forward width
-    layers = getattr(config, "num_hidden_layers", None)
-    reduce("num_hidden_layers", TINY_LAYERS)
-    if isinstance(getattr(config, "layer_types", None), list) and layers:
-        config.layer_types = config.layer_types[:config.num_hidden_layers]
+        # transformer stacks only: in staged CNN-like configs (ConvNeXt, Swin) "layers" are stages
+        reduce("num_hidden_layers", TINY_LAYERS)
+        if isinstance(getattr(config, "layer_types", None), list):
+            config.layer_types = config.layer_types[:config.num_hidden_layers]
     vocab = getattr(config, "vocab_size", None)
     reduce("vocab_size", TINY_VOCAB)
     if isinstance(vocab, int) and config.vocab_size < vocab:
@@ -283,10 +287,11 @@ class HFModel(ModelWrapper):
 
     @property
     def image_size(self) -> int | None:
+        """The ``image_size`` option, else the config's, else 224 (vision models only)."""
         if self.is_text:
             return None
-        size = getattr(self.config, "image_size", None)
-        return int(size[0] if isinstance(size, (list, tuple)) else size) if size else None
+        size = self.options.get("image_size") or getattr(self.config, "image_size", None) or DEFAULT_IMAGE_SIZE
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
 
     def allowed_token_ids(self) -> torch.Tensor:
         """Every id of the vocabulary except the config's special ids (pad, bos, eos, ...)."""
@@ -363,7 +368,7 @@ def build_hf(spec: ModelSpec, *, weights: str, size: str, seed: int) -> HFModel:
         config.pad_token_id = config.eos_token_id if isinstance(config.eos_token_id, int) else config.vocab_size - 1
     class_name, _, output_field = TASK_CLASSES[source.task]
     auto_class = getattr(transformers, class_name)
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    kwargs: dict[str, Any] = {}
     if "attn_implementation" in spec.options:
         kwargs["attn_implementation"] = spec.options["attn_implementation"]
     seed_everything(seed)
@@ -389,16 +394,22 @@ def build_hf(spec: ModelSpec, *, weights: str, size: str, seed: int) -> HFModel:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise InvalidInputError(f"hf:{spec.target}: transformers could not build {class_name} "
                                 f"({type(error).__name__}: {first})") from None
+    loaded_dtypes = sorted({str(p.dtype).replace("torch.", "") for p in module.parameters()})
+    module = module.float()  # the lab's baseline is fp32 (a config's torch_dtype may say bf16); variants lower it
     wrapper = HFModel(module, task=source.task, output_field=output_field, weights=weights, size=size, seed=seed,
                       options=dict(spec.options))
     wrapper.name = source.spec.display_name
     wrapper.spec = source.spec.text
     wrapper.source = f"transformers.{type(module).__name__} from {source.location}"
     wrapper.details = {"task_source": source.task_source, "model_type": getattr(config, "model_type", None)}
+    if loaded_dtypes != ["float32"]:
+        wrapper.details["loaded_dtype"] = ", ".join(loaded_dtypes) + " (cast to float32)"
     if changes:
         wrapper.details["shrunk_config"] = changes
         wrapper.details["size_note"] = ("quick run: config shrunk to " + ", ".join(
             f"{k}={v[1]}" for k, v in changes.items() if not k.endswith("_token_id")) + " (smoke test only)")
+    elif size == "tiny":
+        wrapper.details["size_note"] = "quick run: this config has no uniform transformer stack to shrink; as given"
     return wrapper
 
 

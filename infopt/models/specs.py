@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from ..errors import UnknownModelError
 
 PREFIXES = ("torchvision", "hf", "py")
+#: Options that say how to get a model, not which model it is: left out of display and folder names.
+HOW_NOT_WHAT = ("network",)
 
 SPEC_HELP = (
     "A model is a built-in name ({builtins}), "
@@ -63,9 +65,10 @@ class ModelSpec:
 
             target = Path(target).expanduser().resolve().name or target
         base = target if self.kind == "builtin" else f"{self.kind}:{target}"
-        if not self.options:
+        shown = {k: v for k, v in self.options.items() if k not in HOW_NOT_WHAT}
+        if not shown:
             return base
-        return base + "?" + "&".join(f"{k}={_option_text(v)}" for k, v in sorted(self.options.items()))
+        return base + "?" + "&".join(f"{k}={_option_text(v)}" for k, v in sorted(shown.items()))
 
 
 def is_path_like(target: str) -> bool:

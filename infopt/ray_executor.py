@@ -1,0 +1,311 @@
+"""Run a plan's model notebooks as Ray tasks (``run_notebooks.py --executor ray``): the one owner of Ray.
+
+One task = one notebook for one model on one device. A task holds its device
+alone, so measurements never share it: a GPU task asks Ray for one whole GPU
+(Ray sets ``CUDA_VISIBLE_DEVICES``); a CPU task asks for every CPU of the node
+it is pinned to, so two CPU timing tasks never overlap on a node. The notebooks
+of one model run in order (a later one reads an earlier one's files); different
+models run side by side where resources allow.
+
+Files travel with the task, so a worker needs no shared file system: the driver
+sends the model folder (and the device peaks file), the worker executes the
+notebook in a temporary copy and returns every file, and the driver writes each
+one into its run folder atomically. Each task returns the environment of the
+host that ran it; ``run.json`` records, per notebook, the node and host that ran
+it with start and end times (``placement``) and, per host, its environment
+(``executor.hosts``). A task whose worker dies is recorded as failed with the
+reason and the run goes on (``--resume`` reruns it); Ctrl-C cancels what is
+still running. The report runs on the driver, after every model notebook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import InfoptError
+
+EXECUTORS = ("local", "ray")
+INSTALL_HINT = 'pip install -e ".[ray]"'
+
+
+class RayExecutorError(InfoptError):
+    """Ray is missing, the cluster cannot be reached, or an option does not fit the Ray executor."""
+
+
+def require_ray():
+    """The ``ray`` module, or one sentence saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayExecutorError(f"--executor ray needs Ray, which is not installed; install it with: {INSTALL_HINT}") \
+            from None
+    return ray
+
+
+def check_options(args, device: str) -> None:
+    """Options that make no sense for the chosen executor are refused before anything runs."""
+    executor = getattr(args, "executor", "local")
+    if executor != "ray":
+        if getattr(args, "ray_address", None):
+            raise RayExecutorError("--ray-address only applies to --executor ray.")
+        return
+    if device.startswith("cuda:"):
+        raise RayExecutorError(f"--device {device}: with --executor ray, Ray assigns each job a whole GPU; "
+                               f"pass --device cuda.")
+
+
+def connect(address: str | None):
+    """Join the cluster at ``address``, or start a local Ray instance without one; one sentence if it fails.
+
+    An already initialised Ray (a test, an interactive session) is used as it is.
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    import logging
+
+    if address:
+        probe_address(address)
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all mean "cannot run"
+        text = str(exc).strip().splitlines()
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise RayExecutorError(f"Cannot reach {where}: {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+                               + ".") from None
+    return ray
+
+
+#: Seconds the cluster's head may take to accept a connection before the run is refused (Ray itself waits minutes).
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_address(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse, in one sentence, a ``host:port`` (or ``ray://host:port``) nothing listens on.
+
+    Ray retries an unreachable head for minutes; a run should stop at once instead. ``auto`` (the cluster
+    this machine belongs to) is left to Ray, which answers quickly when there is none.
+    """
+    import socket
+
+    if address == "auto":
+        return
+    text = address.split("://", 1)[-1]
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayExecutorError(f"--ray-address {address}: expected HOST:PORT, ray://HOST:PORT or auto.")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        reason = (error.strerror or str(error) or type(error).__name__).strip()
+        raise RayExecutorError(f"Cannot reach the Ray cluster at {address}: {reason}; nothing was run.") from None
+
+
+# -- files that travel with a task ----------------------------------------------
+
+def pack(folder: Path) -> dict[str, bytes]:
+    """Every plain file under ``folder`` (relative path -> bytes), partial notebooks and kernel logs left out."""
+    files = {}
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and ".partial" not in path.name and path.name != ".kernels.log":
+                files[path.relative_to(folder).as_posix()] = path.read_bytes()
+    return files
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file in the same folder, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def unpack(files: dict[str, bytes], folder: Path) -> None:
+    for name, data in files.items():
+        target = (folder / name).resolve()
+        if folder.resolve() not in target.parents:
+            raise RayExecutorError(f"A job returned a file outside its model folder: {name!r}.")
+        write_atomic(target, data)
+
+
+# -- the task ----------------------------------------------------------------------
+
+def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, timeout: int | None) -> dict:
+    """Execute one notebook on this host in a temporary copy of its model folder; returns files and placement.
+
+    A failing notebook is a result (``status`` failed, with the error), as in the sequential runner; only a
+    dying worker or a cancellation reaches the driver as a Ray error.
+    """
+    import socket
+
+    from . import env
+    from .runner import _error_text, _kernel_manager_class, execute
+
+    with tempfile.TemporaryDirectory(prefix="infopt-ray-") as tmp:
+        root = Path(tmp)
+        model_dir = root / "run" / job.output.parent.parent.name / job.output.parent.name
+        peaks_path = model_dir.parent / Path(job.parameters.get("peaks_path", "device_peaks.json")).name
+        model_dir.mkdir(parents=True)
+        unpack(model_files, model_dir)
+        if peaks is not None:
+            write_atomic(peaks_path, peaks)
+        params = dict(job.parameters, output_dir=str(model_dir))
+        if "peaks_path" in params:
+            params["peaks_path"] = str(peaks_path)
+        local = dataclasses.replace(job, output=model_dir / job.output.name, parameters=params)
+        status, error = "succeeded", None
+        started = time.time()
+        try:
+            execute(local, timeout=timeout, cwd=model_dir, kernel_manager_class=_kernel_manager_class(root / ".log"))
+        except Exception as exc:  # noqa: BLE001 - the notebook failed: kept and recorded, like the local runner
+            status, error = "failed", _error_text(exc, timeout=timeout, notebook=job.output.name)
+        ended = time.time()
+        return {
+            "status": status, "error": error, "files": pack(model_dir),
+            "peaks": peaks_path.read_bytes() if "peaks_path" in params and peaks_path.is_file() else None,
+            "placement": {"node_id": _node_id(), "host": socket.gethostname(), "pid": os.getpid(),
+                          "gpu_ids": _gpu_ids(), "started_unix": round(started, 3), "ended_unix": round(ended, 3)},
+            "environment": env.collect(),
+        }
+
+
+def _node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _gpu_ids() -> list:
+    import ray
+
+    return [str(g) for g in ray.get_gpu_ids()]
+
+
+# -- the driver -----------------------------------------------------------------
+
+def _cpu_nodes(ray) -> list[dict]:
+    return [node for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU")]
+
+
+def task_options(ray, device_label: str, node: dict | None) -> dict:
+    """Ray resources of one job: a whole GPU, or every CPU of the node it is pinned to (never shared)."""
+    options = {"max_retries": 0}  # a retried job would hide the failure and measure twice
+    if device_label == "cuda":
+        return {**options, "num_gpus": 1, "num_cpus": 1}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {**options, "num_cpus": node["Resources"]["CPU"],
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)}
+
+
+def _failure_text(exc: BaseException) -> str:
+    import ray
+
+    text = str(exc).strip().splitlines()
+    first = next((line.strip() for line in text if line.strip()), "")
+    if isinstance(exc, ray.exceptions.WorkerCrashedError):
+        return f"the Ray worker running it died: {type(exc).__name__}"
+    return f"{type(exc).__name__}: {first}"[:300]
+
+
+def run_model_jobs(plan, args, manifest, progress=None) -> list:
+    """Execute the plan's model notebooks as Ray tasks; returns the jobs left for the driver (the report).
+
+    Ctrl-C (KeyboardInterrupt) cancels the tasks still running, marks them interrupted and is re-raised for
+    the runner to close the run.
+    """
+    from .runner import _utc_now, export_html, io_failure
+
+    ray = connect(getattr(args, "ray_address", None))
+    record = manifest.data.setdefault("executor", {})
+    record.update({"name": "ray", "address": getattr(args, "ray_address", None) or "local",
+                   "ray_version": ray.__version__})
+    record.setdefault("hosts", {})
+    nodes = _cpu_nodes(ray)
+    if plan.device_label != "cuda" and not nodes:
+        raise RayExecutorError("The Ray cluster has no node with CPUs to run on.")
+    remote = ray.remote(run_job)
+    chains: dict[str, list] = {}
+    for job in plan.jobs:
+        if job.model is not None and job.status != "skipped":
+            chains.setdefault(job.model, []).append(job)
+    node_of = {model: nodes[i % len(nodes)] if nodes else None for i, model in enumerate(chains)}
+    in_flight: dict = {}
+
+    def submit(model: str) -> None:
+        if not chains[model]:
+            return
+        job = chains[model].pop(0)
+        model_dir = job.output.parent
+        peaks_file = Path(job.parameters["peaks_path"]) if "peaks_path" in job.parameters else None
+        peaks = peaks_file.read_bytes() if peaks_file is not None and peaks_file.is_file() else None
+        ref = remote.options(**task_options(ray, plan.device_label, node_of[model])).remote(
+            job, pack(model_dir), peaks, args.timeout)
+        job.status, job.started_utc, job.error = "running", _utc_now(), None
+        in_flight[ref] = (job, time.perf_counter())
+
+    try:
+        for model in chains:
+            submit(model)
+        manifest.save()
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            job, start = in_flight.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                job.status, job.error = "failed", _failure_text(exc)
+            else:
+                unpack(result["files"], job.output.parent)
+                if result["peaks"] is not None:
+                    write_atomic(Path(job.parameters["peaks_path"]), result["peaks"])
+                job.status, job.error = result["status"], result["error"]
+                job.placement = result["placement"]
+                record["hosts"][result["placement"]["host"]] = result["environment"]
+            # time on its host, not the wait for resources; a job lost with its worker: since its submission
+            job.duration_s = round(job.placement["ended_unix"] - job.placement["started_unix"], 2) \
+                if job.placement else round(time.perf_counter() - start, 2)
+            if job.error:
+                print(f"FAILED {job.key}: {job.error}", file=sys.stderr)
+            if args.html and job.output.is_file():
+                try:
+                    export_html(job.output, plan.run_dir / "plotly.min.js")
+                except Exception as exc:  # noqa: BLE001 - recorded like the local runner does
+                    if io_failure(exc):
+                        raise
+                    job.error = (job.error + "; " if job.error else "") + f"HTML export failed: {exc}"
+                    job.status = "failed"
+            submit(job.model)
+            manifest.save()
+            if progress is not None:
+                progress.update(1)
+    except KeyboardInterrupt:
+        for ref, (job, _) in in_flight.items():
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+            job.status, job.error = "interrupted", "cancelled: the run was interrupted"
+        raise
+    return [job for job in plan.jobs if job.model is None and job.status != "skipped"]
+
+
+__all__ = ["EXECUTORS", "INSTALL_HINT", "RayExecutorError", "check_options", "connect", "pack", "probe_address",
+           "require_ray",
+           "run_job", "run_model_jobs", "task_options", "unpack", "write_atomic"]
