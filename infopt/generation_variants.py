@@ -26,6 +26,16 @@ Paired discipline (``paired_rounds``): the baseline and the variant generate
 in alternating rounds (A B, B A, ...), one timed ``generate`` each; per round
 ``baseline / variant`` of the TPOT median and of the TTFT; the columns are the
 medians of the rounds with the order-statistic 95% CI (6 rounds or more).
+``tpot_speedup_verdict`` / ``ttft_speedup_verdict``: of the paired speedup,
+as :func:`infopt.variants.speedup_verdict` says it (``faster``, ``slower``,
+``no significant difference`` when the CI contains 1, ``too few samples``).
+
+Interference (:mod:`infopt.interference`): every timed row carries
+``interference`` / ``interference_detail``, from the unpaired timing window
+and, for variants, the paired rounds' window combined. Like
+:func:`infopt.variants.recommend`, :func:`recommend_generation` never picks a
+flagged row, a speedup without a CI or one whose CI contains 1, and says why
+(:data:`infopt.variants.REFUSALS`).
 
 Accuracy (:func:`infopt.accuracy.compare_generation`): the greedy
 continuation against the fp32 eager one on the same prompts (first divergence,
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import statistics
 import time
 from typing import Iterable
@@ -48,11 +59,12 @@ from .accuracy import compare_generation, tolerance_for
 from .devices import device_kind
 from .errors import InvalidInputError
 from .generation import GENERATION_COLUMNS, _generation_config, generation_point
+from .interference import Interference, combine, watch
 from .memtrack import release_memory
 from .stats import median_ci
 from .timing import describe_failure, recorded_failure
-from .variants import (BASELINE, VARIANTS, VariantError, VariantModel, VariantNotApplicableError, apply_variant,
-                       canonical_spec, warm_up_compiled)
+from .variants import (BASELINE, REFUSALS, VARIANTS, VariantError, VariantModel, VariantNotApplicableError, _flagged,
+                       apply_variant, canonical_spec, qualify, speedup_verdict, warm_up_compiled)
 
 CACHE_OPTIONS = ("static-cache", "static-cache-compile")
 #: Forward variants worth measuring over generate (n/a ones are reported with their reason).
@@ -67,7 +79,8 @@ COMPILED_COMBINATIONS = ("bf16-weights+static-cache-compile", "torchao-int8-weig
 GENERATION_VARIANT_COLUMNS = (
     "tpot_speedup_vs_baseline", "ttft_speedup_vs_baseline", "paired_tpot_speedup", "paired_tpot_speedup_ci_low",
     "paired_tpot_speedup_ci_high", "paired_ttft_speedup", "paired_ttft_speedup_ci_low",
-    "paired_ttft_speedup_ci_high", "paired_rounds", "transform_time_s", "compile_time_s",
+    "paired_ttft_speedup_ci_high", "paired_rounds", "tpot_speedup_verdict", "ttft_speedup_verdict",
+    "transform_time_s", "compile_time_s",
     "first_divergence", "identical_token_share", "rows_diverged", "confident_divergence", "prefill_rel_error",
     "prefill_cosine_similarity", "generation_accuracy_ok", "generation_tolerance", "notes",
 )
@@ -175,24 +188,26 @@ def _check(model, prompt_len: int, new_tokens: int, batch_size: int, paired_roun
 
 def paired_generation_speedup(baseline: GenerateRunner, variant: GenerateRunner, batch_size: int, prompt_len: int,
                               new_tokens: int, *, rounds: int = 6, num_threads: int | None = None) -> dict:
-    """TPOT and TTFT speedups from alternating rounds of one timed ``generate`` each (module docstring)."""
+    """TPOT and TTFT speedups from alternating rounds of one timed ``generate`` each (module docstring),
+    plus the ``interference`` of the whole paired window."""
     tpot, ttft = [], []
-    for index in range(rounds):
-        order = (baseline, variant) if index % 2 == 0 else (variant, baseline)
-        rows = {}
-        for runner in order:
-            row = generation_point(runner, batch_size, prompt_len, new_tokens, True, repeats=1, warmup=0,
-                                   num_threads=num_threads, measure_memory=False)
-            if row["status"] != "ok":
-                raise RuntimeError(f"paired round {index}: {runner.variant} failed: {row['error']}")
-            rows[runner is baseline] = row
-        tpot.append(rows[True]["tpot_p50_ms"] / rows[False]["tpot_p50_ms"])
-        ttft.append(rows[True]["ttft_ms"] / rows[False]["ttft_ms"])
+    with watch(baseline.device) as window:
+        for index in range(rounds):
+            order = (baseline, variant) if index % 2 == 0 else (variant, baseline)
+            rows = {}
+            for runner in order:
+                row = generation_point(runner, batch_size, prompt_len, new_tokens, True, repeats=1, warmup=0,
+                                       num_threads=num_threads, measure_memory=False)
+                if row["status"] != "ok":
+                    raise RuntimeError(f"paired round {index}: {runner.variant} failed: {row['error']}")
+                rows[runner is baseline] = row
+            tpot.append(rows[True]["tpot_p50_ms"] / rows[False]["tpot_p50_ms"])
+            ttft.append(rows[True]["ttft_ms"] / rows[False]["ttft_ms"])
     (tpot_low, tpot_high), (ttft_low, ttft_high) = median_ci(tpot), median_ci(ttft)
     return {"paired_tpot_speedup": statistics.median(tpot), "paired_tpot_speedup_ci_low": tpot_low,
             "paired_tpot_speedup_ci_high": tpot_high, "paired_ttft_speedup": statistics.median(ttft),
             "paired_ttft_speedup_ci_low": ttft_low, "paired_ttft_speedup_ci_high": ttft_high,
-            "paired_rounds": rounds}
+            "paired_rounds": rounds, **window.result.columns()}
 
 
 def _empty(model, name: str, batch_size: int, prompt_len: int, new_tokens: int, status: str, error: str | None):
@@ -242,6 +257,18 @@ def run_generation_variant_sweep(model, variants: Iterable[str] | None = None, *
         df["tpot_speedup_vs_baseline"] = (float(base["tpot_p50_ms"].iloc[0]) /
                                           pd.to_numeric(df["tpot_p50_ms"])).where(ok)
         df["ttft_speedup_vs_baseline"] = (float(base["ttft_ms"].iloc[0]) / pd.to_numeric(df["ttft_ms"])).where(ok)
+    return add_generation_verdicts(df)
+
+
+def add_generation_verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``tpot_speedup_verdict`` / ``ttft_speedup_verdict`` from the paired speedups (baseline rows: empty)."""
+    df = df.copy()
+    for metric in ("tpot", "ttft"):
+        paired = f"paired_{metric}_speedup"
+        values = pd.DataFrame({c: pd.to_numeric(df[c]) for c in (paired, f"{paired}_ci_low", f"{paired}_ci_high")})
+        verdicts = [None if variant == BASELINE else speedup_verdict(*numbers)
+                    for variant, numbers in zip(df["variant"], values.itertuples(index=False))]
+        df[f"{metric}_speedup_verdict"] = pd.Series(verdicts, index=df.index, dtype=object)
     return df
 
 
@@ -288,8 +315,12 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
             row["variant"] = name
             if paired_rounds and name != BASELINE and row["status"] == "ok":
                 try:
-                    extra.update(paired_generation_speedup(base_runner, runner, batch_size, prompt_len, new_tokens,
-                                                           rounds=paired_rounds, num_threads=num_threads))
+                    unpaired = Interference(bool(row["interference"]), row["interference_detail"])
+                    paired = paired_generation_speedup(base_runner, runner, batch_size, prompt_len, new_tokens,
+                                                       rounds=paired_rounds, num_threads=num_threads)
+                    pair_window = Interference(paired.pop("interference"), "paired rounds: " +
+                                               paired.pop("interference_detail"))
+                    extra.update(paired, **combine([unpaired, pair_window]).columns())
                 except Exception as error:  # noqa: BLE001 - the timed row stands; say why the pair is missing
                     notes.append(f"paired timing failed: {describe_failure(error)[1]}")
     finally:
@@ -305,47 +336,65 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
 
 
 def recommend_generation(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model, device, batch and prompt length: the best accuracy-safe variant for TTFT and for TPOT.
+    """Per model, device, batch and prompt length: the best variant for TPOT and for TTFT, or the baseline and why.
 
-    "Best" is the highest paired speedup where measured, else the ratio of medians. Never a variant with
-    ``generation_accuracy_ok`` False.
+    Same rules as :func:`infopt.variants.recommend` (:func:`infopt.variants.qualify`): a variant qualifies
+    only if it ran, passed the generation accuracy guard, was not flagged for interference (nor, for the
+    ratio of medians, was its baseline) and its speedup's 95% CI lies above 1. The measure is the paired
+    speedup where the group has one, else the ratio of medians (which has no CI, so never qualifies). When
+    nothing qualifies the baseline is kept and ``reason`` says why (:data:`infopt.variants.REFUSALS`).
     """
     rows = []
     keys = ["model", "device", "batch_size", "prompt_len"]
+    df = df.assign(_flagged=_flagged(df), _no_ci=math.nan)
     for key, group in df.groupby(keys, sort=True):
-        safe = group[(group["status"] == "ok") & (group["generation_accuracy_ok"] == True)]  # noqa: E712
+        ran = group["status"] == "ok"
+        accurate_rows = ran & (group["generation_accuracy_ok"] == True)  # noqa: E712
+        rejected = int((ran & (group["generation_accuracy_ok"] == False)).sum())  # noqa: E712
+        baseline = group[ran & (group["variant"] == BASELINE)]
+        where = f"{key[0]} on {key[1]} (batch {key[2]}, prompt {key[3]})"
         for metric in ("tpot", "ttft"):
             paired = f"paired_{metric}_speedup"
-            column = paired if safe[paired].notna().any() else f"{metric}_speedup_vs_baseline"
-            base = dict(zip(keys, key), metric=metric.upper(), speedup_measure=column)
-            ranked = safe.assign(_s=pd.to_numeric(safe[column]).fillna(
-                1.0 if column == paired else float("nan"))).sort_values("_s", ascending=False)
-            ranked = ranked[ranked["_s"].notna() | (ranked["variant"] == BASELINE)]
-            if ranked.empty:
-                rows.append({**base, "variant": None, "recommendation": f"{key[0]} on {key[1]}: no variant passed "
-                             "the generation accuracy guard."})
-                continue
-            best = ranked.iloc[0]
-            low, high = best.get(f"{column}_ci_low"), best.get(f"{column}_ci_high")
-            interval = f"95% CI {low:.2f}-{high:.2f}x" if column == paired and pd.notna(low) else "no CI"
-            value = best[f"{metric}_p50_ms" if metric == "tpot" else "ttft_ms"]
-            where = f"{key[0]} on {key[1]} (batch {key[2]}, prompt {key[3]})"
-            if best["variant"] == BASELINE:
-                text = f"{where}: for {metric.upper()} keep {BASELINE} ({value:.3g} ms); no safe variant was faster."
+            if pd.to_numeric(group[paired]).notna().any():
+                (speed, low, high), measure = (paired, f"{paired}_ci_low", f"{paired}_ci_high"), "paired rounds"
             else:
-                text = (f"{where}: best {metric.upper()} with {best['variant']}, {best['_s']:.2f}x vs {BASELINE} "
-                        f"({interval}; {value:.3g} ms); identical tokens {best['identical_token_share']:.0%}, "
-                        f"prefill rel. error {best['prefill_rel_error']:.2g}")
-                if pd.isna(low):
-                    text += "; without an interval (fewer than 6 paired rounds) the gain is unconfirmed"
-                elif low <= 1:
-                    text += "; the gain is within measurement noise"
-            rows.append({**base, "variant": best["variant"], "speedup": best["_s"], "speedup_ci_low": low,
-                         "speedup_ci_high": high, "recommendation": text})
-    return pd.DataFrame(rows)
+                (speed, low, high), measure = (f"{metric}_speedup_vs_baseline", "_no_ci", "_no_ci"), \
+                    "ratio of medians"
+            median = f"{metric}_p50_ms" if metric == "tpot" else "ttft_ms"
+            base = dict(zip(keys, key), metric=metric.upper(), speedup_measure=measure,
+                        rejected_for_accuracy=rejected)
+            accurate = group[accurate_rows & (group["variant"] != BASELINE) & pd.to_numeric(group[speed]).notna()]
+            baseline_flagged = bool(baseline["_flagged"].any()) and measure == "ratio of medians"
+            qualified, reason = qualify(accurate, speed, low, high, accurate["_flagged"] | baseline_flagged)
+            if qualified.empty:
+                if baseline.empty:
+                    rows.append({**base, "variant": None, "speedup": math.nan, "speedup_ci_low": math.nan,
+                                 "speedup_ci_high": math.nan, "runner_up": None, "reason": "nothing ran",
+                                 "recommendation": f"{where}: no variant (not even the baseline) ran and passed "
+                                                   "the generation accuracy guard."})
+                    continue
+                value = float(baseline[median].iloc[0])
+                rows.append({**base, "variant": BASELINE, "speedup": 1.0, "speedup_ci_low": math.nan,
+                             "speedup_ci_high": math.nan, "runner_up": None, "reason": reason,
+                             "recommendation": f"{where}: for {metric.upper()} keep {BASELINE} ({value:.3g} ms); "
+                                               f"{reason}."})
+                continue
+            best = qualified.iloc[0]
+            text = (f"{where}: best {metric.upper()} with {best['variant']}, {float(best[speed]):.2f}x vs {BASELINE} "
+                    f"({measure}; 95% CI {float(best[low]):.2f}-{float(best[high]):.2f}x; "
+                    f"{float(best[median]):.3g} ms); identical tokens {best['identical_token_share']:.0%}, "
+                    f"prefill rel. error {best['prefill_rel_error']:.2g}")
+            rows.append({**base, "variant": best["variant"], "speedup": float(best[speed]),
+                         "speedup_ci_low": float(best[low]), "speedup_ci_high": float(best[high]),
+                         "runner_up": qualified.iloc[1]["variant"] if len(qualified) > 1 else None,
+                         "reason": None, "recommendation": text})
+    return pd.DataFrame(rows, columns=keys + ["metric", "speedup_measure", "variant", "speedup", "speedup_ci_low",
+                                              "speedup_ci_high", "runner_up", "rejected_for_accuracy", "reason",
+                                              "recommendation"])
 
 
 __all__ = ["CACHE_OPTIONS", "COMPILED_COMBINATIONS", "GENERATION_COMBINATIONS", "GENERATION_FORWARD_VARIANTS",
-           "GENERATION_VARIANT_COLUMNS", "GenerateRunner", "SWEEP_COLUMNS", "default_generation_variants",
+           "GENERATION_VARIANT_COLUMNS", "GenerateRunner", "SWEEP_COLUMNS", "add_generation_verdicts",
+           "default_generation_variants",
            "generation_spec_name", "paired_generation_speedup", "parse_generation_spec", "recommend_generation",
            "run_generation_variant_sweep"]

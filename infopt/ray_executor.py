@@ -48,8 +48,13 @@ def require_ray():
     return ray
 
 
-def check_options(args, device: str) -> None:
-    """Options that make no sense for the chosen executor are refused before anything runs."""
+def check_options(args) -> None:
+    """Options that make no sense for the chosen executor are refused before anything runs.
+
+    ``--device cuda:N`` is refused with Ray, which picks the GPU itself; the plan's ``cuda:0`` is then the
+    GPU Ray handed the task (``CUDA_VISIBLE_DEVICES``).
+    """
+    device = str(getattr(args, "device", None) or "")
     executor = getattr(args, "executor", "local")
     if executor != "ray":
         if getattr(args, "ray_address", None):
@@ -148,15 +153,18 @@ def unpack(files: dict[str, bytes], folder: Path) -> None:
 
 # -- the task ----------------------------------------------------------------------
 
-def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, timeout: int | None) -> dict:
+def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, manifest: bytes, timeout: int | None) -> dict:
     """Execute one notebook on this host in a temporary copy of its model folder; returns files and placement.
 
-    A failing notebook is a result (``status`` failed, with the error), as in the sequential runner; only a
-    dying worker or a cancellation reaches the driver as a Ray error.
+    The copy of ``run.json`` marks the temporary run root, where the charts' shared ``plotly.min.js`` goes
+    (:func:`infopt.plots.shared_plotly_js`), returned too. A failing notebook is a result (``status`` failed,
+    with the error), as in the sequential runner; only a dying worker or a cancellation reaches the driver as
+    a Ray error. The executed notebook shows the temporary folder as its ``output_dir``.
     """
     import socket
 
     from . import env
+    from .plots import PLOTLY_JS
     from .runner import _error_text, _kernel_manager_class, execute
 
     with tempfile.TemporaryDirectory(prefix="infopt-ray-") as tmp:
@@ -164,6 +172,8 @@ def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, timeout: in
         model_dir = root / "run" / job.output.parent.parent.name / job.output.parent.name
         peaks_path = model_dir.parent / Path(job.parameters.get("peaks_path", "device_peaks.json")).name
         model_dir.mkdir(parents=True)
+        run_root = model_dir.parent.parent
+        write_atomic(run_root / "run.json", manifest)
         unpack(model_files, model_dir)
         if peaks is not None:
             write_atomic(peaks_path, peaks)
@@ -180,6 +190,8 @@ def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, timeout: in
         ended = time.time()
         return {
             "status": status, "error": error, "files": pack(model_dir),
+            "run_files": {name: (run_root / name).read_bytes() for name in (PLOTLY_JS,)
+                          if (run_root / name).is_file()},
             "peaks": peaks_path.read_bytes() if "peaks_path" in params and peaks_path.is_file() else None,
             "placement": {"node_id": _node_id(), "host": socket.gethostname(), "pid": os.getpid(),
                           "gpu_ids": _gpu_ids(), "started_unix": round(started, 3), "ended_unix": round(ended, 3)},
@@ -239,6 +251,12 @@ def run_model_jobs(plan, args, manifest, progress=None) -> list:
     record.update({"name": "ray", "address": getattr(args, "ray_address", None) or "local",
                    "ray_version": ray.__version__})
     record.setdefault("hosts", {})
+    earlier = (plan.previous or {}).get("executor") or {}
+    for host, environment in (earlier.get("hosts") or {}).items():  # a resumed run keeps where its jobs ran
+        record["hosts"].setdefault(host, environment)
+    for job in plan.jobs:
+        if job.status == "skipped" and job.placement is None:
+            job.placement = (manifest.previous_jobs.get(job.key) or {}).get("placement")
     nodes = _cpu_nodes(ray)
     if plan.device_label != "cuda" and not nodes:
         raise RayExecutorError("The Ray cluster has no node with CPUs to run on.")
@@ -258,7 +276,7 @@ def run_model_jobs(plan, args, manifest, progress=None) -> list:
         peaks_file = Path(job.parameters["peaks_path"]) if "peaks_path" in job.parameters else None
         peaks = peaks_file.read_bytes() if peaks_file is not None and peaks_file.is_file() else None
         ref = remote.options(**task_options(ray, plan.device_label, node_of[model])).remote(
-            job, pack(model_dir), peaks, args.timeout)
+            job, pack(model_dir), peaks, manifest.path.read_bytes(), args.timeout)
         job.status, job.started_utc, job.error = "running", _utc_now(), None
         in_flight[ref] = (job, time.perf_counter())
 
@@ -275,6 +293,8 @@ def run_model_jobs(plan, args, manifest, progress=None) -> list:
                 job.status, job.error = "failed", _failure_text(exc)
             else:
                 unpack(result["files"], job.output.parent)
+                unpack({k: v for k, v in result["run_files"].items() if not (plan.run_dir / k).is_file()},
+                       plan.run_dir)
                 if result["peaks"] is not None:
                     write_atomic(Path(job.parameters["peaks_path"]), result["peaks"])
                 job.status, job.error = result["status"], result["error"]
@@ -297,11 +317,13 @@ def run_model_jobs(plan, args, manifest, progress=None) -> list:
             manifest.save()
             if progress is not None:
                 progress.update(1)
-    except KeyboardInterrupt:
+    except BaseException as stop:  # Ctrl-C, SIGTERM, or the driver's own writes failing: nothing keeps running
+        interrupted = isinstance(stop, KeyboardInterrupt)
         for ref, (job, _) in in_flight.items():
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-            job.status, job.error = "interrupted", "cancelled: the run was interrupted"
+            job.status = "interrupted" if interrupted else "failed"
+            job.error = "cancelled: the run was interrupted" if interrupted else "cancelled: the run stopped"
         raise
     return [job for job in plan.jobs if job.model is None and job.status != "skipped"]
 

@@ -983,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = build_plan(args)
         from . import ray_executor  # Ray missing, cluster unreachable, option misfit: one line, exit 2, before any run
 
-        ray_executor.check_options(args, plan.device)
+        ray_executor.check_options(args)
         if args.executor == "ray":
             ray_executor.connect(args.ray_address)
     except InfoptError as exc:

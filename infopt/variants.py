@@ -805,6 +805,31 @@ def _flagged(frame: pd.DataFrame) -> pd.Series:
     return frame["interference"].map(lambda value: value is True or value == 1 or str(value).lower() == "true")
 
 
+def qualify(candidates: pd.DataFrame, speed: str, low: str, high: str,
+            flagged: pd.Series) -> tuple[pd.DataFrame, str | None]:
+    """The refusal rules, shared by :func:`recommend` and the generation recommendation.
+
+    ``candidates``: accurate variant rows with a measured ``speed``;
+    ``flagged``: per row, whether interference touched it. Returns the rows
+    that may be recommended (not flagged, 95% CI present and above 1), fastest
+    first, and ``None``; or no rows and the :data:`REFUSALS` text saying why.
+    """
+    speeds, lows, flagged = pd.to_numeric(candidates[speed]), pd.to_numeric(candidates[low]), flagged.astype(bool)
+    has_ci = lows.notna() & pd.to_numeric(candidates[high]).notna()
+    qualified = candidates.assign(_speed=speeds)[~flagged & has_ci & (lows > 1)]
+    qualified = qualified.sort_values("_speed", ascending=False).drop(columns="_speed")
+    if not qualified.empty:
+        return qualified, None
+    looks_faster = speeds[speeds > 1].index
+    if len(looks_faster) == 0:
+        return qualified, REFUSALS["none"]
+    if flagged[looks_faster].any():
+        return qualified, REFUSALS["busy"]
+    if (~has_ci[looks_faster]).any():
+        return qualified, REFUSALS["samples"]
+    return qualified, REFUSALS["none"]
+
+
 def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
     """Per model, device and batch size: the fastest variant that is safe to recommend, or the baseline and why.
 
@@ -831,19 +856,8 @@ def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
         baseline_flagged = bool(baseline["_flagged"].any()) and measure == "ratio of medians"
         accurate = group[ran & (group["variant"] != BASELINE) & (group["accuracy_ok"] == True)  # noqa: E712
                          & group[speed].notna()]
-        flagged = accurate["_flagged"] | baseline_flagged
-        has_ci = accurate[low].notna() & accurate[high].notna()
-        qualified = accurate[~flagged & has_ci & (accurate[low] > 1)].sort_values(speed, ascending=False)
+        qualified, reason = qualify(accurate, speed, low, high, accurate["_flagged"] | baseline_flagged)
         if qualified.empty:
-            looks_faster = accurate[accurate[speed] > 1]
-            if looks_faster.empty:
-                reason = REFUSALS["none"]
-            elif (flagged[looks_faster.index]).any():
-                reason = REFUSALS["busy"]
-            elif (~has_ci[looks_faster.index]).any():
-                reason = REFUSALS["samples"]
-            else:
-                reason = REFUSALS["none"]
             kept = BASELINE if not baseline.empty else None
             text = (f"{model} on {device}, batch {size}: keep {BASELINE}; {reason}." if kept else
                     f"{model} on {device}, batch {size}: no variant (not even the baseline) ran and passed the "
@@ -875,6 +889,6 @@ __all__ = [
     "MIN_PAIRED_ROUNDS", "PAIRED_ROUNDS", "PAIRED_SHARE", "REFUSALS", "add_speedups", "add_verdicts", "headline_columns",
     "speedup_verdict", "apply_variant", "paired_speedup", "unpaired_timing",
     "canonical_spec", "default_variants", "describe_variants", "list_variants",
-    "parse_spec", "recommend", "register_variant", "run_variant_sweep", "unavailable_reason",
+    "parse_spec", "qualify", "recommend", "register_variant", "run_variant_sweep", "unavailable_reason",
     "unregister_variant", "warm_up_compiled",
 ]

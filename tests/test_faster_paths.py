@@ -11,12 +11,13 @@ import torch
 import infopt
 from infopt.accuracy import REDUCED_TOLERANCE, compare_generation, compare_outputs
 from infopt.errors import InvalidInputError
-from infopt.generation_variants import (GenerateRunner, default_generation_variants, parse_generation_spec,
-                                        recommend_generation, run_generation_variant_sweep)
+from infopt.generation_variants import (GenerateRunner, add_generation_verdicts, default_generation_variants,
+                                        parse_generation_spec, recommend_generation, run_generation_variant_sweep)
+from infopt.interference import Interference
 from infopt.onnx_runtime import ONNXExportError, export_onnx, one_line_reason
 from infopt.timing import TimingConfig
 from infopt.torchao_variants import TORCHAO_VARIANTS
-from infopt.variants import VARIANTS, VariantNotApplicableError, apply_variant, run_variant_sweep
+from infopt.variants import BASELINE, REFUSALS, VARIANTS, VariantNotApplicableError, apply_variant, run_variant_sweep
 
 SEQ_LEN = 16
 
@@ -211,6 +212,11 @@ def test_generation_variant_sweep(tiny_gpt2, tiny_distilbert):
     assert rows.at["static-cache", "paired_rounds"] == 2 and rows.at["static-cache", "paired_tpot_speedup"] > 0
     assert rows.at["torchao-int8-weight-only", "prefill_rel_error"] > 0
     assert all(ok["generation_tolerance"].str.contains("prefill logits"))
+    # every timed row says whether the machine was busy; 2 paired rounds give no CI, and the verdict says so
+    assert ok["interference"].map(lambda value: isinstance(value, bool)).all()
+    assert ok["interference_detail"].str.contains("CPU cores").all()
+    assert rows.at["eager-fp32", "tpot_speedup_verdict"] is None
+    assert set(ok.drop(index="eager-fp32")["tpot_speedup_verdict"]) == {"too few samples"}
     best = recommend_generation(df)
     assert set(best["metric"]) == {"TPOT", "TTFT"} and best["variant"].notna().all()
     from infopt import plots
@@ -235,3 +241,79 @@ def test_static_cache_with_compiled_decode_runs_on_cpu_when_asked(tiny_gpt2):
     assert row["status"] == "ok", row["error"]
     assert row["compile_time_s"] > 0 and row["tpot_p50_ms"] > 0
     assert row["identical_token_share"] == 1.0 and row["generation_accuracy_ok"] == True  # noqa: E712
+
+
+class _BusyWatch:
+    """Stands in for :class:`infopt.interference.watch`: every window it wraps was busy."""
+
+    def __init__(self, device="cpu"):
+        self.result = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.result = Interference(True, "fake load", 1.0, 0.1)
+
+
+def test_generation_paired_rounds_carry_interference(tiny_gpt2, monkeypatch):
+    monkeypatch.setattr("infopt.generation_variants.watch", _BusyWatch)  # the paired window only
+    df = run_generation_variant_sweep(tiny_gpt2, ["static-cache"], prompt_len=8, new_tokens=4, batch_size=1,
+                                      repeats=1, paired_rounds=2)
+    rows = df.set_index("variant")
+    assert rows.at["static-cache", "interference"] == True  # noqa: E712
+    assert "paired rounds: fake load" in rows.at["static-cache", "interference_detail"]
+    assert rows.at[BASELINE, "interference_detail"].startswith("other processes used")  # its own, real window
+    assert (recommend_generation(df)["variant"] == BASELINE).all()
+
+
+def _generation_frame(model, **variant):
+    """Baseline plus one accurate variant "v" that looks 2x faster on TPOT and TTFT, with the columns given."""
+    common = {"model": model.name, "device": str(model.device), "batch_size": 1, "prompt_len": 8, "status": "ok",
+              "generation_accuracy_ok": True, "identical_token_share": 1.0, "prefill_rel_error": 0.0,
+              "interference": False}
+    base = {**common, "variant": BASELINE, "tpot_p50_ms": 10.0, "ttft_ms": 20.0, "tpot_speedup_vs_baseline": 1.0,
+            "ttft_speedup_vs_baseline": 1.0}
+    row = {**common, "variant": "v", "tpot_p50_ms": 5.0, "ttft_ms": 10.0, "tpot_speedup_vs_baseline": 2.0,
+           "ttft_speedup_vs_baseline": 2.0}
+    for metric in ("tpot", "ttft"):
+        paired = f"paired_{metric}_speedup"
+        base.update({paired: math.nan, f"{paired}_ci_low": math.nan, f"{paired}_ci_high": math.nan})
+        row.update({paired: variant.get("speedup", 2.0), f"{paired}_ci_low": variant.get("low", 1.8),
+                    f"{paired}_ci_high": variant.get("high", 2.2)})
+    row["interference"] = variant.get("interference", False)
+    return pd.DataFrame([base, row])
+
+
+@pytest.mark.parametrize("variant, reason", [
+    (dict(interference=True), "machine busy during measurement"),
+    (dict(low=math.nan, high=math.nan), "not enough samples"),
+    (dict(low=0.9, high=2.5), "no variant beats the baseline"),
+    (dict(speedup=0.8, low=0.7, high=0.9), "no variant beats the baseline"),
+])
+def test_recommend_generation_refuses_with_a_reason(tiny_gpt2, variant, reason):
+    best = recommend_generation(_generation_frame(tiny_gpt2, **variant))
+    assert list(best["metric"]) == ["TPOT", "TTFT"] and (best["variant"] == BASELINE).all()
+    assert (best["reason"] == reason).all() and reason in REFUSALS.values()
+    assert best["recommendation"].str.endswith(f"; {reason}.").all()
+    assert (best["speedup_measure"] == "paired rounds").all()
+
+
+def test_recommend_generation_accepts_a_clean_significant_paired_speedup(tiny_gpt2):
+    df = _generation_frame(tiny_gpt2)
+    best = recommend_generation(df)
+    assert (best["variant"] == "v").all() and best["reason"].isna().all()
+    assert best["speedup"].tolist() == [2.0, 2.0] and best["speedup_ci_low"].tolist() == [1.8, 1.8]
+    verdicts = add_generation_verdicts(_generation_frame(tiny_gpt2, low=0.9, high=2.5))
+    assert verdicts["tpot_speedup_verdict"].tolist() == [None, "no significant difference"]
+    assert add_generation_verdicts(df)["ttft_speedup_verdict"].tolist() == [None, "faster"]
+
+
+def test_recommend_generation_without_paired_rounds_has_no_ci(tiny_gpt2):
+    # the ratio of medians has no CI: never recommended, and a flagged baseline taints it
+    df = _generation_frame(tiny_gpt2, speedup=math.nan, low=math.nan, high=math.nan)
+    best = recommend_generation(df)
+    assert (best["speedup_measure"] == "ratio of medians").all() and (best["variant"] == BASELINE).all()
+    assert (best["reason"] == REFUSALS["samples"]).all()
+    df.loc[df["variant"] == BASELINE, "interference"] = True
+    assert (recommend_generation(df)["reason"] == REFUSALS["busy"]).all()
