@@ -134,8 +134,10 @@ def headline(results: pd.DataFrame | None, roofline: pd.DataFrame | None = None,
     frames["variants"] = variants if variants is not None and not variants.empty else pd.DataFrame()
     with_run = any("run" in f for f in frames.values() if not f.empty)
     keys = (["run"] if with_run else []) + list(KEYS)
-    seen = pd.concat([f[[k for k in keys if k in f]] for f in frames.values() if not f.empty and
-                      set(keys) <= set(f.columns)], ignore_index=True)
+    keyed = [f[keys] for f in frames.values() if not f.empty and set(keys) <= set(f.columns)]
+    if not keyed:  # e.g. a run of the memory notebook alone: nothing to summarise
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    seen = pd.concat(keyed, ignore_index=True)
     if seen.empty:
         return pd.DataFrame(columns=list(TABLE_COLUMNS))
     rows = []

@@ -132,3 +132,11 @@ def test_headline_marks_latency_timed_on_a_busy_machine():
     rows = bench_rows("m", 1.0).assign(interference=[True, False, False])
     assert summary.headline(rows).iloc[0]["latency_text"].endswith("machine busy")
     assert "busy" not in summary.headline(rows.assign(interference=False)).iloc[0]["latency_text"]
+
+
+def test_headline_of_frames_without_model_keys_is_empty_not_an_error():
+    """A run of the memory notebook alone leaves nothing the summary reads: an empty table, not a crash."""
+    from infopt.summary import headline
+
+    assert headline(pd.DataFrame(), None, None).empty
+    assert headline(pd.DataFrame({"unrelated": [1]}), None, None).empty
