@@ -134,6 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--gen-batch-size", type=int, default=8)
     parser.add_argument("--gen-repeats", type=int, default=3)
     parser.add_argument("--paired", type=int, default=6, metavar="ROUNDS")
+    parser.add_argument("--max-time-s", type=float, default=None,
+                        help="cap in seconds on each timed forward point (default: the library's)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile paths (minutes per model on CPU)")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--quick", action="store_true",
@@ -144,7 +146,8 @@ def main(argv=None) -> int:
     if args.quick:
         size, args.batch_size, args.seq_len, args.prompt_len, args.new_tokens = "tiny", 2, 16, 8, 6
         args.gen_batch_size, args.gen_repeats, args.paired = 2, 1, 2
-    timing = TimingConfig.quick() if args.quick else TimingConfig()
+    caps = {} if args.max_time_s is None else {"max_time_s": args.max_time_s}
+    timing = TimingConfig.quick(**caps) if args.quick else TimingConfig(**caps)
     started = time.perf_counter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, {size} models"
           + (" (QUICK: smoke run, figures not for reporting)" if args.quick else ""))

@@ -1,4 +1,4 @@
-"""Autoregressive generation metrics for causal LMs (gpt2): TTFT, TPOT, decode rate.
+"""Autoregressive generation metrics for any causal LM (``model.is_causal_lm``): TTFT, TPOT, decode rate.
 
 Per-token steps are timed *inside* ``model.module.generate`` by a logits
 processor that marks the moment each step's logits are ready (CPU:
@@ -117,7 +117,7 @@ def _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise InvalidInputError(f"repeats must be an integer of at least 1, got {repeats!r}.")
     longest = max(prompts) + new_tokens
-    if longest > model.max_seq_len:
+    if model.max_seq_len is not None and longest > model.max_seq_len:
         raise InvalidInputError(f"prompt_len {max(prompts)} + new_tokens {new_tokens} = {longest} exceeds "
                                 f"{model.name}'s limit of {model.max_seq_len} positions.")
     caches = [use_cache] if isinstance(use_cache, bool) else list(use_cache)

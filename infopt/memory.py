@@ -10,7 +10,7 @@
   size sampled every millisecond; CUDA: allocated and reserved bytes replayed
   from the allocator's event history, with the snapshot saved as a pickle for
   https://pytorch.org/memory_viz; MPS: current allocated memory sampled.
-- :func:`kv_cache_sweep`: gpt2's KV cache bytes against the number of tokens
+- :func:`kv_cache_sweep`: a causal LM's KV cache bytes against the number of tokens
   generated, measured from the real cache tensors and computed analytically
   (2 x layers x batch x sequence x hidden x bytes per element), side by side.
 """
@@ -32,7 +32,8 @@ from .presets import DEFAULT_BATCH_SIZES
 from .sweep import Point, check_batch_size, check_batch_sizes, resolve_seq_len, run_points
 from .timing import recorded_failure
 
-KV_ANALYTIC_DEFINITION = "2 (keys and values) x layers x batch x cached sequence length x hidden size x bytes per element"
+KV_ANALYTIC_DEFINITION = ("2 (keys and values) x layers x batch x cached sequence length x KV heads x head size "
+                          "x bytes per element (KV heads < query heads under grouped-query attention)")
 
 
 # --------------------------------------------------------------------------- KV cache helpers
@@ -77,14 +78,20 @@ def cache_seq_len(cache) -> int:
 
 
 def kv_cache_analytic_bytes(model, batch_size: int, seq_len: int, dtype: torch.dtype | None = None) -> int:
-    """2 x layers x batch x seq_len x hidden x bytes per element."""
+    """2 x layers x batch x seq_len x (KV heads x head size) x bytes per element.
+
+    The KV width comes from the model interface (``kv_width``: fewer KV heads
+    than query heads under grouped-query attention); ``hidden_size`` when a
+    model does not declare it.
+    """
     element = torch.empty((), dtype=dtype or model.dtype).element_size()
-    return 2 * model.num_layers * batch_size * seq_len * model.hidden_size * element
+    width = getattr(model, "kv_width", None) or model.hidden_size
+    return 2 * model.num_layers * batch_size * seq_len * width * element
 
 
 def _require_causal_lm(model, what: str) -> None:
     if not getattr(model, "is_causal_lm", False):
-        raise InvalidInputError(f"{what} needs a causal language model such as gpt2, got {model.name}.")
+        raise InvalidInputError(f"{what} needs a causal language model, got {model.name} ({model.task}).")
 
 
 def output_cache(output):

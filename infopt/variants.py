@@ -421,9 +421,17 @@ def _compile(mode: str | None) -> Callable[[VariantModel], None]:
     return transform
 
 
+def _has_image_input(model: ModelWrapper) -> str | None:
+    """channels-last reorders 4-D image tensors: it applies where the interface says inputs hold one."""
+    if not model.has_image_input:
+        return (f"channels-last applies to models with 4-D image inputs (vision models); {model.name} "
+                f"({model.task}) has none.")
+    return None
+
+
 def _has_attention_switch(model: ModelWrapper) -> str | None:
-    if not hasattr(model.module, "set_attn_implementation"):
-        return f"{model.name} does not expose a switchable attention implementation."
+    if model.attn_implementation is None:  # the model interface: None = no switchable attention
+        return f"{model.name} ({model.task}) does not expose a switchable attention implementation."
     return None
 
 
@@ -431,7 +439,7 @@ def _switches_attention_to(implementation: str) -> Callable[[ModelWrapper], str 
     """Applicability check: the model can switch attention, and is not already on ``implementation``."""
     def check(model: ModelWrapper) -> str | None:
         reason = _has_attention_switch(model)
-        if reason is None and model.module.config._attn_implementation == implementation:
+        if reason is None and model.attn_implementation == implementation:
             reason = (f"{model.name} already uses {implementation} attention, so this variant would time "
                       "the baseline again.")
         return reason
@@ -445,16 +453,15 @@ def _attention(implementation: str) -> Callable[[VariantModel], None]:
     return transform
 
 
-_TEXT = ("causal-lm", "encoder")
 _GPU = ("cuda", "mps")
 
 for _variant in (
     Variant(BASELINE, "the model as loaded: fp32 weights, eager PyTorch, default (sdpa) attention",
             _identity, stage=0),
     Variant("sdpa", "attention through torch.nn.functional.scaled_dot_product_attention (the baseline's default)",
-            _attention("sdpa"), stage=0, group="attention", tasks=_TEXT, check=_switches_attention_to("sdpa")),
+            _attention("sdpa"), stage=0, group="attention", check=_switches_attention_to("sdpa")),
     Variant("eager-attention", "attention as explicit matmul + softmax (transformers' 'eager' implementation)",
-            _attention("eager"), stage=0, group="attention", tasks=_TEXT, check=_switches_attention_to("eager")),
+            _attention("eager"), stage=0, group="attention", check=_switches_attention_to("eager")),
     Variant("int8-dynamic", "DEPRECATED legacy path: dynamic int8 quantization of every nn.Linear (weights int8, "
             "activations quantized per call; torch.ao.quantization.quantize_dynamic)", _int8_dynamic, stage=1, group="weights",
             devices=("cpu",), device_reason="quantized::linear_dynamic has CPU kernels only",
@@ -470,7 +477,7 @@ for _variant in (
             stage=3, group="autocast", devices=_GPU, reduced_precision=True,
             device_reason="CPUs have no fast fp16 matmul kernels (use bf16)"),
     Variant("channels-last", "NHWC memory layout for weights and images (faster convolutions)", _channels_last,
-            stage=2, group="layout", tasks=("vision",)),
+            stage=2, group="layout", check=_has_image_input),
     Variant("compile", "torch.compile, default mode (Inductor), one static graph per batch size",
             _compile(None), stage=4, group="compile", compiles=True),
     Variant("compile-max-autotune", "torch.compile(mode='max-autotune'): autotuned Triton kernels",

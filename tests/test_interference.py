@@ -120,14 +120,15 @@ def test_paired_speedup_survives_a_load_that_comes_and_goes_while_the_unpaired_r
         slow_base = measure(lambda: baseline.forward({}), "cpu", config).median_ms
         load.pause()
         fast_variant = measure(lambda: variant.forward({}), "cpu", config).median_ms
-        # paired: the same load switching on and off every 0.5 s during the rounds (one call per block)
+        # paired: the same load switching on and off every 0.25 s during the rounds (one call per block)
         stop = threading.Event()
 
         def toggle():
-            on = False
-            while not stop.wait(0.5):
+            on = True  # the load is on when the rounds start, so the paired window surely sees it
+            while not stop.wait(0.25):
                 load.resume() if not on else load.pause()
                 on = not on
+        load.resume()
         switcher = threading.Thread(target=toggle, daemon=True)
         switcher.start()
         try:

@@ -456,3 +456,22 @@ def test_hf_cnn_config_without_image_size(tmp_path):
     assert model.task == "vision" and model.image_size == 32 and "as given" in model.info()["size_note"]
     assert model.forward(model.prepare_input(2)).shape == (2, 3)
     assert infopt.load_model(f"hf:{folder}").image_size == 224  # no image_size in the config: 224
+
+
+# -- variants, memory and generation ask the interface ------------------------------------------------------------
+
+def test_variant_applicability_comes_from_the_interface(llama, factory_module, tiny_models, monkeypatch):
+    from pathlib import Path
+
+    from infopt.variants import list_variants
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
+    cnn = infopt.load_model("py:my_model:make_model")             # a factory with 4-D image inputs
+    vit = infopt.load_model("torchvision:vit_b_16?image_size=32")
+    mlp = infopt.load_model(f"py:{factory_module}:mlp")
+    assert "channels-last" in list_variants(cnn) and "channels-last" in list_variants(vit)
+    assert "channels-last" not in list_variants(mlp) and "channels-last" not in list_variants(llama)
+    assert "eager-attention" in list_variants(llama)            # hf: models expose attn_implementation
+    assert "eager-attention" not in list_variants(vit)          # torchvision's attention has no switch
+    assert "int8-dynamic" in list_variants(mlp) and "int8-dynamic" in list_variants(vit)
+    assert "channels-last" in list_variants(tiny_models["resnet50"])
