@@ -17,7 +17,7 @@
 # or MPS allocated memory.
 
 # %% tags=["parameters"]
-model: str = "resnet50"  # resnet50 | gpt2 | distilbert
+model: str = "resnet50"  # resnet50 | gpt2 | distilbert | torchvision:NAME | hf:FOLDER | py:MODULE:FUNCTION
 device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto (a named device is used or refused, never replaced)
 size: str = "full"  # full | tiny (tiny: same family, very small, for smoke runs)
 quick: bool = False  # True: few timing iterations (smoke runs; numbers are noisier)
