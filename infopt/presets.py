@@ -102,10 +102,13 @@ FULL = Preset(
 )
 
 #: ``full`` with the CPU caps: shorter timed points, one no-cache prompt length (every step recomputes the
-#: prompt, one length shows it), and no torch.compile (opt in with ``--param include_compile=true``).
+#: prompt, one length shows it), no torch.compile (opt in with ``--param include_compile=true``) and three
+#: generation variants instead of the full set (each costs about a minute of generate calls on a CPU; the
+#: full set: ``--param generation_variants=[]``).
 FULL_CPU = replace(
     FULL, name="full-cpu", benchmark_max_time_s=CPU_BENCHMARK_MAX_TIME_S, variant_max_time_s=CPU_VARIANT_MAX_TIME_S,
     no_cache_prompt_lengths=(32,), include_compile=False,
+    generation_variants=("bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"),
 )
 
 #: Tiny models and few iterations: a smoke run of the whole pipeline, numbers not for reporting. A few

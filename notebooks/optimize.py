@@ -34,7 +34,7 @@ max_time_s: float = 5.0  # cap in seconds on each timed point (lower: faster, wi
 generation: bool = True  # causal LMs: also time the generation variants (TTFT / TPOT)
 prompt_len: int = 32  # prompt tokens for the generation variants
 new_tokens: int = 64  # generated tokens per generate call (at least 2)
-generation_variants: list = []  # e.g. "static-cache", "bf16-weights+static-cache"; empty list: the default set
+generation_variants: list = ["bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"]  # causal LMs; empty list: the full default set
 
 # %%
 import pandas as pd
