@@ -532,10 +532,11 @@ def explore(df: pd.DataFrame, metrics=EXPLORE_METRICS):
             sel = sel[sel["batch_size"].isin(batch.value)]
         fig = compare(sel, "batch_size", metric.value, title=str(metric.value), x_label="batch size",
                       y_label=str(metric.value))
-        # Inside the Output's context, so JupyterLab routes the display to it even from a widget callback;
-        # clear_output(wait=True) swaps the old chart for the new one without a flicker.
+        # Inside the Output's context, so JupyterLab routes the display to it even from a widget callback.
+        # A plain clear_output(): with wait=True, headless execution (nbclient) can wait forever for the
+        # output that would replace the cleared one.
         with out:
-            out.clear_output(wait=True)
+            out.clear_output()
             display(fig)
 
     for control in (model, device, variant, batch, metric):
