@@ -290,14 +290,18 @@ def _effort(quick: bool) -> dict:
     return {"warmup": 1, "runs": 3, "min_time_s": 0.1} if quick else {"warmup": 3, "runs": 5, "min_time_s": 0.4}
 
 
+def _seeded_repeats(kind: str, quick: bool) -> tuple[torch.Generator, int]:
+    """The same seeded operands for every kernel family, and calls per timed run (GPU calls are short)."""
+    return torch.Generator().manual_seed(0), 1 if kind == "cpu" else (3 if quick else 10)
+
+
 def measure_matmul(device: torch.device, dtype: torch.dtype, quick: bool = False) -> dict:
     """Measured FLOP/s of large square matrix products in ``dtype`` (best over runs and sizes)."""
     kind = device_kind(device)
     supported, reason = _dtype_supported(kind, dtype)
     if not supported:
         return {"status": "unsupported", "reason": reason}
-    generator = torch.Generator().manual_seed(0)
-    repeats = 1 if kind == "cpu" else (3 if quick else 10)
+    generator, repeats = _seeded_repeats(kind, quick)
     by_size = {}
     for n in _matmul_sizes(kind, quick):
         a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
@@ -336,8 +340,7 @@ def measure_conv(device: torch.device, dtype: torch.dtype, quick: bool = False) 
     supported, reason = _dtype_supported(kind, dtype)
     if not supported:
         return {"status": "unsupported", "reason": reason}
-    generator = torch.Generator().manual_seed(0)
-    repeats = 1 if kind == "cpu" else (3 if quick else 10)
+    generator, repeats = _seeded_repeats(kind, quick)
     batch = _conv_batch(kind, quick)
     by_kernel = {}
     for k, c_in, c_out, size in _CONV_SHAPES[quick]:

@@ -831,6 +831,15 @@ class _RecordedElsewhere(logging.Filter):
 _PAPERMILL_LOG_FILTER = _RecordedElsewhere()
 
 
+def _stop_jobs(plan: Plan, current: Job | None, status: str, error: str) -> None:
+    """A run cut short: the notebook in flight gets ``status`` and ``error``, the pending ones "not run"."""
+    if current is not None:
+        current.status, current.error = status, error
+    for job in plan.jobs:
+        if job.status == "pending":
+            job.status = "not run"
+
+
 def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None) -> int:
     """Execute the plan's jobs in order; returns the exit code.
 
@@ -898,11 +907,7 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
         with _signals_ignored():
             _quiet_shutdown_noise()
             by = "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
-            if current is not None:
-                current.status, current.error = "interrupted", f"stopped by {by}"
-            for job in plan.jobs:
-                if job.status == "pending":
-                    job.status = "not run"
+            _stop_jobs(plan, current, "interrupted", f"stopped by {by}")
             overall.close()
             try:
                 manifest.save("interrupted")
@@ -913,11 +918,7 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
         return 143 if by == "SIGTERM" else 130
     except OSError as error:  # io_failure: the runner's own writes
         reason = describe_os_error(error)
-        if current is not None:
-            current.status, current.error = "failed", f"write failed: {reason}"
-        for job in plan.jobs:
-            if job.status == "pending":
-                job.status = "not run"
+        _stop_jobs(plan, current, "failed", f"write failed: {reason}")
         overall.close()
         manifest.data["failure_reason"] = reason
         try:
