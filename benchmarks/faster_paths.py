@@ -14,9 +14,10 @@ Targets checked (exit status 0 when all are met, 1 otherwise):
 the best accuracy-safe forward variant >= 2.5x eager fp32 per model; the best
 safe generation variant cuts gpt2's TPOT >= 1.8x against eager fp32 with the KV cache.
 
-    python benchmarks/faster_paths.py                  # full size (the lead runs this alone)
-    python benchmarks/faster_paths.py --compile        # also torch.compile paths (minutes per model on CPU)
-    python benchmarks/faster_paths.py --quick          # tiny models, few samples: proves the script runs
+    python benchmarks/faster_paths.py                       # full size, compiled forward paths included (run alone)
+    python benchmarks/faster_paths.py --no-compile          # eager paths only (no Inductor compilation)
+    python benchmarks/faster_paths.py --compile-generation  # also the compiled decode step on CPU (slow to compile)
+    python benchmarks/faster_paths.py --quick               # tiny models, few samples: proves the script runs
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ FORWARD_TARGET, TPOT_TARGET = 2.5, 1.8
 PATHS = ["int8-dynamic", "torchao-int8-weight-only", "torchao-int8-dynamic", "torchao-int4-weight-only",
          "torchao-float8", "onnxruntime", "onnxruntime-int8", "channels-last+onnxruntime", "bf16", "bf16-weights",
          "channels-last", "bf16+channels-last", "fp16", "fp16-weights"]
-COMPILED_PATHS = ["compile", "bf16+compile", "bf16+channels-last+compile", "torchao-int8-dynamic+compile",
-                  "torchao-int8-weight-only+compile"]
+COMPILED_PATHS = ["compile", "compile-freezing", "bf16-weights+compile-freezing",
+                  "bf16-weights+channels-last+compile-freezing", "torchao-int8-dynamic+compile",
+                  "torchao-int8-dynamic+compile-freezing"]
 GENERATION_PATHS = ["static-cache", "bf16-weights", "bf16", "int8-dynamic", "torchao-int8-weight-only",
                     "torchao-int8-dynamic", "torchao-int4-weight-only", "torchao-float8", "fp16-weights",
                     "bf16-weights+static-cache", "torchao-int8-weight-only+static-cache",
@@ -63,17 +65,17 @@ def _num(value, fmt=".3g") -> str:
 
 
 def forward_paths(model, args, timing: TimingConfig) -> tuple[pd.DataFrame, bool]:
-    paths = PATHS + (COMPILED_PATHS if args.compile else [])
+    paths = PATHS + ([] if args.no_compile else COMPILED_PATHS)
     seq_len = args.seq_len if model.is_text else None
     df = run_variant_sweep(model, paths, batch_sizes=[args.batch_size], seq_len=seq_len, timing=timing,
                            measure_memory=False, paired_rounds=args.paired)
     print(f"\n{model.name} forward, batch {args.batch_size}{f', seq {seq_len}' if seq_len else ''} "
           f"(paired speedup: median of {args.paired} interleaved rounds [95% CI]; medians: ratio of medians [CI])")
-    print(f"  {'variant':<34}{'status':<7}{'median ms':>10}  {'paired speedup':<22}{'medians speedup':<22}"
+    print(f"  {'variant':<46}{'status':<7}{'median ms':>10}  {'paired speedup':<22}{'medians speedup':<22}"
           f"{'rel err':>9}{'cosine':>9}  ok   {'export/compile s':>8}  note")
     for _, row in df.iterrows():
         note = row["error"] if row["status"] != "ok" else (row.get("notes") or "")
-        print(f"  {row['variant']:<34}{row['status']:<7}{_num(row['latency_p50_ms'], '.4g'):>10}  "
+        print(f"  {row['variant']:<46}{row['status']:<7}{_num(row['latency_p50_ms'], '.4g'):>10}  "
               f"{_ci(row['paired_speedup'], row['paired_speedup_ci_low'], row['paired_speedup_ci_high']):<22}"
               f"{_ci(row['speedup_vs_baseline'], row['speedup_ci_low'], row['speedup_ci_high']):<22}"
               f"{_num(row['rel_error'], '.2g'):>9}{_num(row['cosine_similarity'], '.5f'):>9}  "
@@ -90,10 +92,11 @@ def forward_paths(model, args, timing: TimingConfig) -> tuple[pd.DataFrame, bool
 
 
 def generation_paths(model, args) -> tuple[pd.DataFrame, bool]:
-    paths = GENERATION_PATHS + (COMPILED_GENERATION_PATHS if args.compile or model.device.type == "cuda" else [])
+    compiled = args.compile_generation or (model.device.type == "cuda" and not args.no_compile)
+    paths = GENERATION_PATHS + (COMPILED_GENERATION_PATHS if compiled else [])
     df = run_generation_variant_sweep(model, paths, prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                                       batch_size=args.gen_batch_size, repeats=args.gen_repeats,
-                                      paired_rounds=args.paired, include_compile=args.compile)
+                                      paired_rounds=args.paired, include_compile=compiled)
     print(f"\n{model.name} generation, batch {args.gen_batch_size}, prompt {args.prompt_len}, {args.new_tokens} new "
           f"tokens, KV cache (paired: median of {args.paired} alternating rounds [95% CI])")
     print(f"  {'variant':<46}{'status':<7}{'TTFT ms':>9}{'TPOT p50':>10}{'TPOT p99':>10}{'tok/s':>9}  "
@@ -136,7 +139,10 @@ def main(argv=None) -> int:
     parser.add_argument("--paired", type=int, default=6, metavar="ROUNDS")
     parser.add_argument("--max-time-s", type=float, default=None,
                         help="cap in seconds on each timed forward point (default: the library's)")
-    parser.add_argument("--compile", action="store_true", help="also torch.compile paths (minutes per model on CPU)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave out the torch.compile forward paths (about 20-60 s of compilation each on CPU)")
+    parser.add_argument("--compile-generation", action="store_true",
+                        help="also the compiled decode-step paths on CPU (always on for CUDA unless --no-compile)")
     parser.add_argument("--skip-generation", action="store_true")
     parser.add_argument("--quick", action="store_true",
                         help="tiny models, batch 2, short prompts, 2 paired rounds: a smoke run, not figures to report")

@@ -1,13 +1,15 @@
-"""Where a run's files live: the one owner of the ``<run>/<device>/<model>/`` layout.
+"""Where a run's files live: the one owner of the ``<run>/<target>/<model>/`` layout.
 
 ::
 
     <results>/<run>/run.json                          manifest (MANIFEST_NAME)
     <results>/<run>/report.ipynb, report.html, charts/
-    <results>/<run>/<device>/device_peaks.json        peaks, measured once per device and run
-    <results>/<run>/<device>/<model>/<notebook>.ipynb, .html, {model}_{device}_{kind}.csv|json, trace.json, charts/
+    <results>/<run>/<target>/device_peaks.json        peaks, measured once per device target and run
+    <results>/<run>/<target>/<model>/<notebook>.ipynb, .html, {model}_{device}_{kind}.csv|json, trace.json, charts/
 
-``<device>`` is ``cpu``, ``cuda`` or ``mps``; ``<model>`` is the model spec
+``<target>`` is the folder label of a device target (:func:`infopt.devices.resolve_targets`):
+``cpu``, ``cuda`` or ``mps``, or with a Ray placement selector ``cuda-H100``, ``cpu-zone-a``;
+``{device}`` in file names stays the device kind. ``<model>`` is the model spec
 made filesystem-safe (``torchvision:vit_b_16`` -> ``torchvision-vit_b_16``).
 A :class:`RunLayout` is built from a results folder and a run name
 (:meth:`RunLayout.at`), from a model folder or from any result file in it
@@ -154,6 +156,14 @@ class RunLayout:
 
     def notebook_output(self, device_label: str, model: str, notebook: str) -> Path:
         return self.model_dir(device_label, model) / f"{notebook}.ipynb"
+
+    def target_of(self, path: str | Path) -> str | None:
+        """The ``<target>`` folder label of a file in ``<run>/<target>/<model>/``, else None."""
+        try:
+            parts = Path(path).relative_to(self.run_dir).parts
+        except ValueError:
+            return None
+        return parts[0] if len(parts) >= 3 else None
 
 
 def chart_folder(folder: str | Path) -> Path:

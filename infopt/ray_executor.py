@@ -1,11 +1,15 @@
 """Run a plan's model notebooks as Ray tasks (``run_notebooks.py --executor ray``): the one owner of Ray.
 
-One task = one notebook for one model on one device. A task holds its device
-alone, so measurements never share it: a GPU task asks Ray for one whole GPU
-(Ray sets ``CUDA_VISIBLE_DEVICES``); a CPU task asks for every CPU of the node
-it is pinned to, so two CPU timing tasks never overlap on a node. The notebooks
-of one model run in order (a later one reads an earlier one's files); different
-models run side by side where resources allow.
+One task = one notebook for one model on one device target. A task holds its
+device alone, so measurements never share it: a GPU task asks Ray for one whole
+GPU (Ray sets ``CUDA_VISIBLE_DEVICES``); a CPU task asks for every CPU of the node
+it is pinned to, so two CPU timing tasks never overlap on a node. A target's
+selector (``cuda@accelerator_type:H100``, ``cpu@zone=a``) becomes Ray's
+``accelerator_type`` and ``label_selector`` task options (GPU tasks), or picks the
+nodes a CPU task may be pinned to (their labels); a target no node of the
+cluster can run is refused before anything runs. The notebooks of one model on
+one target run in order (a later one reads an earlier one's files); different
+models and targets run side by side where resources allow.
 
 Files travel with the task, so a worker needs no shared file system: the driver
 sends the model folder (and the device peaks file), the worker executes the
@@ -54,15 +58,16 @@ def check_options(args) -> None:
     ``--device cuda:N`` is refused with Ray, which picks the GPU itself; the plan's ``cuda:0`` is then the
     GPU Ray handed the task (``CUDA_VISIBLE_DEVICES``).
     """
-    device = str(getattr(args, "device", None) or "")
+    device = getattr(args, "device", None) or []
     executor = getattr(args, "executor", "local")
     if executor != "ray":
         if getattr(args, "ray_address", None):
             raise RayExecutorError("--ray-address only applies to --executor ray.")
         return
-    if device.startswith("cuda:"):
-        raise RayExecutorError(f"--device {device}: with --executor ray, Ray assigns each job a whole GPU; "
-                               f"pass --device cuda.")
+    for text in [device] if isinstance(device, str) else device:
+        if str(text).startswith("cuda:"):
+            raise RayExecutorError(f"--device {text}: with --executor ray, Ray assigns each job a whole GPU; "
+                                   f"pass --device cuda.")
 
 
 def connect(address: str | None):
@@ -164,6 +169,7 @@ def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, manifest: b
     import socket
 
     from . import env
+    from .devices import device_name
     from .plots import PLOTLY_JS
     from .runner import _error_text, _kernel_manager_class, execute
 
@@ -188,14 +194,16 @@ def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, manifest: b
         except Exception as exc:  # noqa: BLE001 - the notebook failed: kept and recorded, like the local runner
             status, error = "failed", _error_text(exc, timeout=timeout, notebook=job.output.name)
         ended = time.time()
+        environment = env.collect()
         return {
             "status": status, "error": error, "files": pack(model_dir),
             "run_files": {name: (run_root / name).read_bytes() for name in (PLOTLY_JS,)
                           if (run_root / name).is_file()},
             "peaks": peaks_path.read_bytes() if "peaks_path" in params and peaks_path.is_file() else None,
             "placement": {"node_id": _node_id(), "host": socket.gethostname(), "pid": os.getpid(),
-                          "gpu_ids": _gpu_ids(), "started_unix": round(started, 3), "ended_unix": round(ended, 3)},
-            "environment": env.collect(),
+                          "gpu_ids": _gpu_ids(), "device_name": device_name(environment, job.parameters["device"]),
+                          "started_unix": round(started, 3), "ended_unix": round(ended, 3)},
+            "environment": environment,
         }
 
 
@@ -213,14 +221,57 @@ def _gpu_ids() -> list:
 
 # -- the driver -----------------------------------------------------------------
 
-def _cpu_nodes(ray) -> list[dict]:
-    return [node for node in ray.nodes() if node.get("Alive") and node.get("Resources", {}).get("CPU")]
+def _kind(target) -> str:
+    """``cuda`` or ``cpu`` (mps runs like a CPU job) for a DeviceTarget, or an older caller's folder label."""
+    kind = getattr(target, "kind", None) or str(target).split("-")[0]
+    return "cuda" if kind == "cuda" else "cpu"
 
 
-def task_options(ray, device_label: str, node: dict | None) -> dict:
-    """Ray resources of one job: a whole GPU, or every CPU of the node it is pinned to (never shared)."""
+def matching_nodes(nodes: list[dict], target) -> list[dict]:
+    """The alive nodes a target may run on: a GPU (of its accelerator type) or CPUs, and every label it names."""
+    spec = getattr(target, "spec", None)
+    wanted = dict(spec.node_labels) if spec else {}
+    accelerator = spec.accelerator_type if spec else None
+    found = []
+    for node in nodes:
+        resources, labels = node.get("Resources") or {}, node.get("Labels") or {}
+        if not node.get("Alive") or any(labels.get(k) != v for k, v in wanted.items()):
+            continue
+        if _kind(target) == "cuda":
+            if resources.get("GPU", 0) < 1 or (accelerator and f"accelerator_type:{accelerator}" not in resources):
+                continue
+        elif not resources.get("CPU"):
+            continue
+        found.append(node)
+    return found
+
+
+def check_targets(ray, targets) -> None:
+    """Refuse, in one sentence and before anything runs, a target no node of the cluster can run (Ray would wait
+    for such a node forever)."""
+    nodes = ray.nodes()
+    for target in targets:
+        if not matching_nodes(nodes, target):
+            spec = target.spec
+            what = ("a GPU" + (f" of accelerator type {spec.accelerator_type}" if spec.accelerator_type else "")
+                    if _kind(target) == "cuda" else "CPUs")
+            labels = (f" with the label{'s' if len(spec.node_labels) > 1 else ''} "
+                      + ", ".join(f"{k}={v}" for k, v in spec.node_labels)) if spec.node_labels else ""
+            alive = [n for n in nodes if n.get("Alive")]
+            raise RayExecutorError(f"--device {target.text}: no node of the Ray cluster ({len(alive)} alive) has "
+                                   f"{what}{labels}; nothing was run.")
+
+
+def task_options(ray, target, node: dict | None) -> dict:
+    """Ray resources of one job: a whole GPU (of the target's accelerator type, on a node with its labels), or
+    every CPU of the node it is pinned to (never shared)."""
     options = {"max_retries": 0}  # a retried job would hide the failure and measure twice
-    if device_label == "cuda":
+    if _kind(target) == "cuda":
+        spec = getattr(target, "spec", None)
+        if spec is not None and spec.accelerator_type:
+            options["accelerator_type"] = spec.accelerator_type
+        if spec is not None and spec.node_labels:
+            options["label_selector"] = dict(spec.node_labels)
         return {**options, "num_gpus": 1, "num_cpus": 1}
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -257,32 +308,36 @@ def run_model_jobs(plan, args, manifest, progress=None) -> list:
     for job in plan.jobs:
         if job.status == "skipped" and job.placement is None:
             job.placement = (manifest.previous_jobs.get(job.key) or {}).get("placement")
-    nodes = _cpu_nodes(ray)
-    if plan.device_label != "cuda" and not nodes:
-        raise RayExecutorError("The Ray cluster has no node with CPUs to run on.")
+    nodes = ray.nodes()  # main() has checked that each target has a node (check_targets)
     remote = ray.remote(run_job)
-    chains: dict[str, list] = {}
+    chains: dict[tuple, list] = {}  # (target label, model): its notebooks, in order
     for job in plan.jobs:
         if job.model is not None and job.status != "skipped":
-            chains.setdefault(job.model, []).append(job)
-    node_of = {model: nodes[i % len(nodes)] if nodes else None for i, model in enumerate(chains)}
+            chains.setdefault((job.target.label, job.model), []).append(job)
+    # CPU jobs are pinned to a node of their target (round robin over the models), GPU jobs go where Ray puts them
+    node_of, turn = {}, {}
+    for label, model in chains:
+        target = next(t for t in plan.targets if t.label == label)
+        candidates = matching_nodes(nodes, target) if _kind(target) == "cpu" else []
+        turn[label] = turn.get(label, -1) + 1
+        node_of[(label, model)] = candidates[turn[label] % len(candidates)] if candidates else None
     in_flight: dict = {}
 
-    def submit(model: str) -> None:
-        if not chains[model]:
+    def submit(chain: tuple) -> None:
+        if not chains[chain]:
             return
-        job = chains[model].pop(0)
+        job = chains[chain].pop(0)
         model_dir = job.output.parent
         peaks_file = Path(job.parameters["peaks_path"]) if "peaks_path" in job.parameters else None
         peaks = peaks_file.read_bytes() if peaks_file is not None and peaks_file.is_file() else None
-        ref = remote.options(**task_options(ray, plan.device_label, node_of[model])).remote(
+        ref = remote.options(**task_options(ray, job.target, node_of[chain])).remote(
             job, pack(model_dir), peaks, manifest.path.read_bytes(), args.timeout)
         job.status, job.started_utc, job.error = "running", _utc_now(), None
         in_flight[ref] = (job, time.perf_counter())
 
     try:
-        for model in chains:
-            submit(model)
+        for chain in chains:
+            submit(chain)
         manifest.save()
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
@@ -313,7 +368,7 @@ def run_model_jobs(plan, args, manifest, progress=None) -> list:
                         raise
                     job.error = (job.error + "; " if job.error else "") + f"HTML export failed: {exc}"
                     job.status = "failed"
-            submit(job.model)
+            submit((job.target.label, job.model))
             manifest.save()
             if progress is not None:
                 progress.update(1)
@@ -328,6 +383,6 @@ def run_model_jobs(plan, args, manifest, progress=None) -> list:
     return [job for job in plan.jobs if job.model is None and job.status != "skipped"]
 
 
-__all__ = ["EXECUTORS", "INSTALL_HINT", "RayExecutorError", "check_options", "connect", "pack", "probe_address",
-           "require_ray",
+__all__ = ["EXECUTORS", "INSTALL_HINT", "RayExecutorError", "check_options", "check_targets", "connect",
+           "matching_nodes", "pack", "probe_address", "require_ray",
            "run_job", "run_model_jobs", "task_options", "unpack", "write_atomic"]

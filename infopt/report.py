@@ -1,9 +1,13 @@
 """Gathering results for the notebooks and the cross-run report.
 
-A results folder holds runs laid out as ``<run>/<device>/<model>/{model}_{device}_{kind}.json``
+A results folder holds runs laid out as ``<run>/<target>/<model>/{model}_{device}_{kind}.json``
 (``run_notebooks.py`` adds ``<run>/run.json``). Runs copied from other
 machines can sit side by side; every gathered row is labelled with its ``run``
-(the run folder relative to the results folder) and ``host``.
+(the run folder relative to the results folder), the ``host`` that ran the job
+(a Ray worker's, not the driver's) and its device ``target`` (the folder label).
+Where a target says more than the device (``cuda-H100``, ``cpu-zone-a``: a run
+with several targets or a Ray selector), ``device`` shows the target, so every
+table grouped by device keeps targets apart.
 """
 
 from __future__ import annotations
@@ -41,11 +45,41 @@ def _run_dir(source: Path, manifests: dict[Path, dict]) -> Path:
 
 
 def _host_of_file(source: Path) -> str | None:
+    """The host in a result file's own environment (captured where the notebook ran)."""
     try:
         with open(source, encoding="utf-8") as stream:
             return (json.load(stream).get("env") or {}).get("hostname")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
+
+
+def _entry_host(entry: dict) -> str | None:
+    """The host that ran a manifest entry: its ``host``, else its Ray ``placement``'s."""
+    return entry.get("host") or (entry.get("placement") or {}).get("host")
+
+
+def _folder_hosts(run_dir: Path, manifest: dict | None) -> dict[Path, str]:
+    """Model folder -> the host its notebooks ran on, from the manifest's entries (a finished one wins)."""
+    hosts = {}
+    entries = [e for e in (manifest or {}).get("notebooks", []) if isinstance(e, dict) and e.get("model")]
+    for entry in sorted(entries, key=lambda e: e.get("status") in ("succeeded", "skipped")):
+        if entry.get("path") and _entry_host(entry):
+            hosts[(run_dir / entry["path"]).parent] = _entry_host(entry)
+    return hosts
+
+
+def with_targets(frame: pd.DataFrame, target_of) -> pd.DataFrame:
+    """``frame`` with a ``target`` column (``target_of(source_file)``, else the device kind) and ``device`` set to
+    the target where the target's folder label says more than the device kind (``cuda-H100``, ``cpu-zone-a``)."""
+    if frame is None or frame.empty or "device" not in frame or "source_file" not in frame:
+        return frame
+    kind = frame["device"].astype(str).str.split(":").str[0]
+    target = frame["source_file"].map({s: target_of(s) for s in frame["source_file"].unique()}).fillna(kind)
+    frame = frame.assign(device=frame["device"].where(target == kind, target))
+    if "target" in frame:
+        frame = frame.drop(columns="target")
+    frame.insert(min(2, len(frame.columns)), "target", target)
+    return frame
 
 
 def gather(results_dir: str | Path, kind: str = "results") -> pd.DataFrame:
@@ -60,15 +94,20 @@ def gather(results_dir: str | Path, kind: str = "results") -> pd.DataFrame:
         return frame
     manifests = _manifests(root)
     sources = {s: Path(s) for s in frame["source_file"].unique()}
-    runs, hosts = {}, {}
+    runs, hosts, targets, folder_hosts = {}, {}, {}, {}
     for text, source in sources.items():
         run_dir = _run_dir(source, manifests)
         runs[text] = str(run_dir.relative_to(root)) if run_dir != root and root in run_dir.parents else run_dir.name
         manifest = manifests.get(run_dir)
-        hosts[text] = ((manifest or {}).get("environment") or {}).get("hostname") or _host_of_file(source)
+        if run_dir not in folder_hosts:
+            folder_hosts[run_dir] = _folder_hosts(run_dir, manifest)
+        # the host that ran the job (the manifest's entry, else the file's own environment), not the driver's
+        hosts[text] = folder_hosts[run_dir].get(source.parent) or _host_of_file(source) \
+            or ((manifest or {}).get("environment") or {}).get("hostname")
+        targets[text] = RunLayout(run_dir).target_of(source)
     frame.insert(0, "run", frame["source_file"].map(runs))
     frame.insert(1, "host", frame["source_file"].map(hosts))
-    return frame
+    return with_targets(frame, targets.get)
 
 
 def runs(results_dir: str | Path) -> pd.DataFrame:
@@ -78,12 +117,14 @@ def runs(results_dir: str | Path) -> pd.DataFrame:
     for run_dir, manifest in _manifests(root).items():
         notebooks = manifest.get("notebooks", [])
         env = manifest.get("environment") or {}
+        targets = [t for t in manifest.get("targets") or [] if isinstance(t, dict)]
         rows.append({
             "run": str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
             "status": manifest.get("status"),
             "started_utc": manifest.get("started_utc"),
             "duration_s": manifest.get("duration_s"),
-            "device": (manifest.get("device") or {}).get("device"),
+            "device": (manifest.get("device") or {}).get("device") if len(targets) < 2 else
+            ", ".join(str(t.get("label")) for t in targets),
             "host": env.get("hostname"),
             "quick": (manifest.get("settings") or {}).get("quick"),
             "notebooks_ok": sum(n.get("status") in ("succeeded", "skipped") for n in notebooks),
@@ -121,10 +162,55 @@ def notebook_status(results_dir: str | Path) -> pd.DataFrame:
         for entry in manifest.get("notebooks", []):
             rows.append({"run": str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
                          "device": entry.get("device"), "model": entry.get("model"),
-                         "notebook": entry.get("notebook"), "status": entry.get("status"),
+                         "notebook": entry.get("notebook"), "host": _entry_host(entry), "status": entry.get("status"),
                          "duration_s": entry.get("duration_s"), "html": entry.get("html"),
                          "error": entry.get("error")})
     return pd.DataFrame(rows)
+
+
+#: Columns of :func:`placements`.
+PLACEMENT_COLUMNS = ("run", "target", "folder", "device", "host", "ray_node", "jobs", "statuses")
+
+
+def placements(results_dir: str | Path) -> pd.DataFrame:
+    """Where each run's model notebooks ran: one row per run, device target and host (and Ray node).
+
+    ``target`` is the ``--device`` target as written, ``folder`` its ``<target>/`` folder, ``device`` the hardware
+    (CPU model or GPU name, from the environment captured where the job ran), ``ray_node`` the start of the Ray
+    node id when Ray ran it, ``jobs`` how many notebooks and ``statuses`` how they ended. Jobs that never started
+    have no host.
+    """
+    from collections import Counter
+
+    from .devices import device_name
+
+    root = Path(results_dir).resolve()
+    rows = []
+    for run_dir, manifest in _manifests(root).items():
+        env = manifest.get("environment") or {}
+        host_envs = (manifest.get("executor") or {}).get("hosts") or {}
+        targets = {t.get("label"): t for t in manifest.get("targets") or [] if isinstance(t, dict)}
+        groups: dict[tuple, Counter] = {}
+        for entry in manifest.get("notebooks", []):
+            if not isinstance(entry, dict) or not entry.get("model"):
+                continue
+            placement = entry.get("placement") or {}
+            label = entry.get("device")
+            host = _entry_host(entry)
+            if host is None and not manifest.get("executor") and entry.get("status") not in ("pending", "not run"):
+                host = env.get("hostname")  # a local run from before entries named their host
+            name = entry.get("device_name") or placement.get("device_name")
+            if name is None and host is not None:
+                name = device_name(host_envs.get(host) or env, (entry.get("parameters") or {}).get("device", "cpu"))
+            key = (entry.get("target") or (targets.get(label) or {}).get("target") or label, label, name, host,
+                   (placement.get("node_id") or "")[:16] or None)
+            groups.setdefault(key, Counter())[entry.get("status")] += 1
+        run = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
+        for (target, label, name, host, node), statuses in groups.items():
+            rows.append({"run": run, "target": target, "folder": label, "device": name, "host": host,
+                         "ray_node": node, "jobs": sum(statuses.values()),
+                         "statuses": ", ".join(f"{n} {s}" for s, n in sorted(statuses.items(), key=str))})
+    return pd.DataFrame(rows, columns=list(PLACEMENT_COLUMNS))
 
 
 def recommendations(variants: pd.DataFrame) -> pd.DataFrame:
@@ -221,6 +307,9 @@ class ReportScope:
 
     def notebook_status(self) -> pd.DataFrame:
         return self.keep(notebook_status(self.results_dir))
+
+    def placements(self) -> pd.DataFrame:
+        return self.keep(placements(self.results_dir))
 
     def __repr__(self) -> str:
         return f"ReportScope({self.results_dir}, runs={list(self.runs)})"

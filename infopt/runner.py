@@ -1,8 +1,10 @@
 """Headless execution of the lab's notebooks with papermill (``python run_notebooks.py``).
 
-One run = every selected notebook for every selected model on one device,
-then the report, in the folders :class:`infopt.layout.RunLayout` defines, with
-the sizes of one :class:`infopt.presets.Preset` (recorded in ``run.json``).
+One run = every selected notebook for every selected model on each device
+target (``--device cuda cpu``: :func:`infopt.devices.resolve_targets`, one
+``<target>/<model>/`` tree each, target after target), then the report, in the
+folders :class:`infopt.layout.RunLayout` defines, with the sizes of one
+:class:`infopt.presets.Preset` per target (recorded in ``run.json``).
 
 Everything a user can get wrong is checked before any kernel starts (one line
 on stderr, exit code 2), ``--param`` values included. Notebooks run one after
@@ -23,7 +25,6 @@ import errno
 import json
 import logging
 import os
-import re
 import shlex
 import sys
 import time
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout, presets
-from .devices import DEVICE_CHOICES, choose_device, device_kind
+from .devices import DEVICE_CHOICES, TARGET_SYNTAX, DeviceTarget, device_kind, device_name, parse_target, \
+    resolve_targets
 from .errors import InfoptError, InvalidInputError
 from .models import list_models, spec_folder_name, spec_help, validate_spec
 from .presets import MODEL_NOTEBOOKS, REPORT_NOTEBOOK
@@ -91,12 +93,12 @@ def _param(text: str) -> tuple[str, str]:
     return name.strip(), raw
 
 
-def _device_name(text: str) -> str:
-    """auto, cpu, cuda, cuda:N or mps (whether it exists is checked later, with the reason)."""
-    name = text.strip().lower()
-    if name in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", name):
-        return name
-    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(DEVICE_CHOICES)} or cuda:N)")
+def _device_target(text: str) -> str:
+    """A target's canonical text (``cuda``, ``cpu@zone=a``); its syntax is checked here, the device later."""
+    try:
+        return parse_target(text).text
+    except InfoptError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 #: Notebook parameters the runner sets itself, and the flag that sets each (None: the runner alone).
@@ -161,10 +163,12 @@ def check_param(name: str, raw: str, declared_type: str) -> object:
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog=PROG,
-        description="Execute the infopt notebooks headless for each model on one device, then the report.",
+        description="Execute the infopt notebooks headless for each model on each device target, then the report.",
     )
-    parser.add_argument("--device", default=None, type=_device_name, metavar="{auto,cpu,cuda,cuda:N,mps}",
-                        help="device to measure on; auto = cuda, then mps, then cpu (default: auto)")
+    parser.add_argument("--device", nargs="+", default=None, type=_device_target, metavar="TARGET",
+                        help="one or more device targets to measure on, each in its own <target>/ folder and one "
+                             "after another with the local executor; auto = cuda, then mps, then cpu (default: "
+                             f"auto). TARGET is {TARGET_SYNTAX}, e.g. cuda@accelerator_type:H100")
     parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                         help=f"models to run: built-in names (default: all of {', '.join(list_models())}), "
                              "torchvision:<name>, hf:<folder or cached hub id> or py:<module>:<function> "
@@ -219,10 +223,16 @@ class Job:
     error: str | None = None
     started_utc: str | None = None
     placement: dict | None = None  # where an executor other than the local one ran it (node, host, times)
+    target: DeviceTarget | None = None  # the device target of a model notebook (None: the report)
+    named_target: bool = False  # several targets: the key names the target too ("cuda-H100/gpt2/benchmark")
+    host: str | None = None   # the host that ran it (the local executor: this one; Ray: the placement's)
 
     @property
     def key(self) -> str:
-        return f"{self.model}/{self.notebook}" if self.model else self.notebook
+        if not self.model:
+            return self.notebook
+        return f"{self.target.label}/{self.model}/{self.notebook}" if self.named_target and self.target \
+            else f"{self.model}/{self.notebook}"
 
     def comparable_parameters(self) -> dict:
         """Parameters minus absolute paths, for --resume's "same parameters" check."""
@@ -232,9 +242,7 @@ class Job:
 @dataclass
 class Plan:
     run_dir: Path
-    device: str              # what the notebooks receive, e.g. "cpu" or "cuda:0"
-    device_label: str        # folder name: cpu | cuda | mps
-    device_choice: dict
+    targets: list[DeviceTarget]  # the devices measured, in order; each has its <label>/ tree
     settings: dict
     jobs: list[Job] = field(default_factory=list)
     previous: dict | None = None  # the manifest of the run being resumed
@@ -242,6 +250,28 @@ class Plan:
     @property
     def layout(self) -> layout.RunLayout:
         return layout.RunLayout(self.run_dir)
+
+    @property
+    def device(self) -> str:
+        """What the notebooks of the first (in a single-target run: the only) target receive, e.g. "cuda:0"."""
+        return self.targets[0].device
+
+    @property
+    def device_label(self) -> str:
+        """The first target's folder name (cpu, cuda, cuda-H100)."""
+        return self.targets[0].label
+
+    def describe(self) -> str:
+        """The targets for the terminal: ``cpu (requested)`` or ``cpu (requested), cuda-H100 (cuda, ...)``."""
+        if len(self.targets) == 1:
+            return f"{self.device} ({self.targets[0].reason})"
+        return ", ".join(f"{t.label} ({t.device}, {t.reason})" for t in self.targets)
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def _utc_now() -> str:
@@ -265,9 +295,11 @@ def run_preset(args, device: str) -> presets.Preset:
     return preset.with_batch_sizes(args.batch_sizes) if args.batch_sizes else preset
 
 
-def model_parameters(notebook: str, model: str, device: str, run: layout.RunLayout, preset: presets.Preset) -> dict:
-    """What the runner passes to a per-model notebook: the preset's sizes plus model, device and folders."""
-    label = device_kind(device)
+def model_parameters(notebook: str, model: str, device: str, run: layout.RunLayout, preset: presets.Preset,
+                     label: str | None = None) -> dict:
+    """What the runner passes to a per-model notebook: the preset's sizes plus model, device and folders
+    (``<label>/<model>/``; the label defaults to the device kind)."""
+    label = label or device_kind(device)
     params = {"model": model, "device": device, "output_dir": str(run.model_dir(label, model)), "interactive": False,
               **preset.notebook_parameters(notebook)}
     if notebook == "profile":
@@ -307,9 +339,31 @@ def read_manifest(path: Path) -> dict:
     return data
 
 
-def _same_setting(name: str, given, recorded, manifest: dict) -> bool:
-    if name == "device":
-        return str(choose_device(given).device) == (manifest.get("device") or {}).get("device")
+def device_list(value) -> list[str]:
+    """``settings.device`` as a list of targets: one text in a single-target run, a list with several."""
+    return [value] if isinstance(value, str) else [str(v) for v in value or ["auto"]]
+
+
+def _targets_of(args, texts) -> list[DeviceTarget]:
+    """Resolve ``--device``'s targets for the chosen executor (a remote Ray cluster is not this machine)."""
+    ray = getattr(args, "executor", "local") == "ray"
+    return resolve_targets(device_list(texts), ray=ray, check_locally=not (ray and getattr(args, "ray_address", None)))
+
+
+def _recorded_labels(manifest: dict) -> list[str] | None:
+    targets = manifest.get("targets")
+    if isinstance(targets, list) and targets:
+        return sorted(str(t.get("label")) for t in targets if isinstance(t, dict))
+    return [manifest["device_label"]] if manifest.get("device_label") else None
+
+
+def _same_setting(name: str, given, recorded, manifest: dict, args=None) -> bool:
+    if name == "device":  # the same devices, in the same folders (--device cpu continues an "auto" run on a CPU)
+        labels = _recorded_labels(manifest)
+        targets = _targets_of(args, given)
+        if labels is None:  # a manifest without folder labels: compare the devices
+            return [t.device for t in targets] == [(manifest.get("device") or {}).get("device")]
+        return sorted(t.label for t in targets) == labels
     if name == "models":
         return sorted(validate_spec(m) for m in given) == sorted(recorded or list_models())
     if name == "notebook_dir":
@@ -337,7 +391,7 @@ def resolve_settings(args) -> dict | None:
         if name == "device" and key not in settings:
             recorded = (manifest.get("device") or {}).get("requested", default)
         given = getattr(args, name)
-        if given is not None and not _same_setting(name, given, recorded, manifest):
+        if given is not None and not _same_setting(name, given, recorded, manifest, args):
             shown = " ".join(map(str, given)) if isinstance(given, list) else given
             raise RunnerError(f"--resume: {flag} {shown} contradicts the run's recorded setting {key}={recorded!r}; "
                               f"leave it out to continue the run with its own settings.")
@@ -375,9 +429,7 @@ def build_plan(args) -> Plan:
             raise InvalidInputError(f"Unknown notebook '{name}': choose from {', '.join(MODEL_NOTEBOOKS)}.")
     if len(set(notebooks)) != len(notebooks):
         raise InvalidInputError(f"--notebooks lists a notebook twice: {' '.join(notebooks)}.")
-    choice = choose_device(args.device)
-    device = str(choice.device)
-    label = device_kind(choice.device)
+    targets = _targets_of(args, args.device)
     run_name = default_run_name() if args.run_name is None else args.run_name
     output_root = Path(args.output).resolve()
     if output_root.exists() and not output_root.is_dir():
@@ -394,7 +446,7 @@ def build_plan(args) -> Plan:
             raise RunnerError(f"Notebook {path} does not exist.")
     declared = {name: notebook_parameters(path) for name, path in sources.items()}
 
-    preset = run_preset(args, device)
+    target_presets = {target.label: run_preset(args, target.device) for target in targets}
     extra = {}
     for name, raw in args.param:
         declaring = [n for n in sources if name in declared[n]]
@@ -404,16 +456,26 @@ def build_plan(args) -> Plan:
             raise InvalidInputError(f"No selected notebook declares a parameter named '{name}'.")
         for notebook in declaring:  # the same name must be valid for every notebook that declares it
             extra[name] = check_param(name, raw, declared[notebook][name]["inferred_type_name"])
-    settings = {"device": args.device, "models": models, "notebooks": notebooks, "batch_sizes": args.batch_sizes,
+    texts = [target.text for target in targets]
+    # one preset for every target (the usual case) is recorded as before; targets that differ (a full run on
+    # cuda and cpu) get theirs by folder label
+    names = {label: preset.name for label, preset in target_presets.items()}
+    shared = len(set(names.values())) == 1
+    first = next(iter(target_presets.values()))
+    settings = {"device": texts[0] if len(texts) == 1 else texts, "models": models, "notebooks": notebooks,
+                "batch_sizes": args.batch_sizes,
                 "quick": args.quick, "timeout_s": args.timeout, "html": args.html, "output": str(output_root),
                 "extra_parameters": extra, "notebook_dir": str(notebook_dir.resolve()),
-                "preset": preset.name, "preset_values": preset.to_dict()}
-    plan = Plan(run_dir=run_dir, device=device, device_label=label, device_choice=choice.as_dict(),
-                settings=settings, previous=previous)
-    for model in models:
-        for name in notebooks:
-            params = model_parameters(name, model, device, run, preset)
-            plan.jobs.append(Job(name, model, sources[name], run.notebook_output(label, model, name), params))
+                "preset": first.name if shared else names,
+                "preset_values": first.to_dict() if shared else {k: v.to_dict() for k, v in target_presets.items()}}
+    plan = Plan(run_dir=run_dir, targets=targets, settings=settings, previous=previous)
+    for target in targets:  # target after target: the local executor measures one device at a time
+        for model in models:
+            for name in notebooks:
+                params = model_parameters(name, model, target.device, run, target_presets[target.label],
+                                          label=target.label)
+                plan.jobs.append(Job(name, model, sources[name], run.notebook_output(target.label, model, name),
+                                     params, target=target, named_target=len(targets) > 1))
     plan.jobs.append(Job(REPORT_NOTEBOOK, None, sources[REPORT_NOTEBOOK], run.report_notebook,
                          report_parameters(run_dir, output_root, args)))
 
@@ -427,7 +489,7 @@ def build_plan(args) -> Plan:
 
 
 def recorded_durations(plan: Plan) -> dict[tuple, float]:
-    """Seconds this host took for the same notebook, model, device and parameters in earlier runs (newest wins).
+    """Seconds this host took for the same notebook, model, target and parameters in earlier runs (newest wins).
 
     Read from the run.json files next to this run, so the estimate of a repeated run is this machine's own
     measurement, not a table from another machine.
@@ -443,21 +505,25 @@ def recorded_durations(plan: Plan) -> dict[tuple, float]:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(manifest, dict) or manifest.get("device_label") != plan.device_label \
-                or (manifest.get("environment") or {}).get("hostname") != socket.gethostname():
+        if not isinstance(manifest, dict):
             continue
+        here = (manifest.get("environment") or {}).get("hostname")
         for entry in manifest.get("notebooks") or []:
-            if entry.get("status") == "succeeded" and entry.get("duration_s"):
+            if not isinstance(entry, dict):
+                continue
+            host = entry.get("host") or (entry.get("placement") or {}).get("host") or here
+            if entry.get("status") == "succeeded" and entry.get("duration_s") and host == socket.gethostname():
                 params = {k: v for k, v in (entry.get("parameters") or {}).items()
                           if k not in ("output_dir", "results_dir", "overwrite", "run_name", "peaks_path")}
-                found[(entry.get("notebook"), entry.get("model"), json.dumps(params, sort_keys=True))] = \
+                label = (entry.get("device") or manifest.get("device_label")) if entry.get("model") else None
+                found[(label, entry.get("notebook"), entry.get("model"), json.dumps(params, sort_keys=True))] = \
                     float(entry["duration_s"])
     return found
 
 
 def _recorded_key(job: Job) -> tuple:
     params = {k: v for k, v in job.comparable_parameters().items() if k not in ("run_name", "peaks_path")}
-    return job.notebook, job.model, json.dumps(params, sort_keys=True)
+    return job.target.label if job.target else None, job.notebook, job.model, json.dumps(params, sort_keys=True)
 
 
 def estimate_seconds(plan: Plan, recorded: dict | None = None) -> float:
@@ -543,8 +609,10 @@ class Manifest:
             "started_utc": _utc_now(),
             "finished_utc": None,
             "duration_s": None,
-            "device": plan.device_choice,
-            "device_label": plan.device_label,
+            # a single-target run keeps the fields it always had; "targets" lists every target (one or more)
+            **({"device": {k: plan.targets[0].as_dict()[k] for k in ("device", "requested", "reason")},
+                "device_label": plan.device_label} if len(plan.targets) == 1 else {}),
+            "targets": [target.as_dict() for target in plan.targets],
             "settings": plan.settings,
             "environment": environment,
             "git_commit": environment.get("git_commit"),
@@ -564,8 +632,22 @@ class Manifest:
         self.other_jobs = [entry for entry in entries if entry["key"] not in planned]
 
     def job_entry(self, job: Job) -> dict:
+        """One notebook's record; a model notebook's names its target, and once it ran, the host (and the Ray
+        node, in ``placement``) that ran it and the hardware behind its device (``device_name``)."""
+        target = {}
+        if job.target is not None:
+            before = self.previous_jobs.get(job.key) or {}
+            host = (job.placement or {}).get("host") or job.host or (before.get("host") if job.status == "skipped"
+                                                                     else None)
+            name = (job.placement or {}).get("device_name")
+            if name is None and host is not None and not job.placement:  # ran here: this machine's environment
+                name = before.get("device_name") if job.status == "skipped" else \
+                    device_name(self.data["environment"], job.target.device)
+            target = {"target": job.target.text, "host": host, "device_name": name}
         return {
-            "key": job.key, "notebook": job.notebook, "model": job.model, "device": self.plan.device_label,
+            "key": job.key, "notebook": job.notebook, "model": job.model,
+            "device": job.target.label if job.target else self.plan.device_label,
+            **target,
             "path": str(job.output.relative_to(self.plan.run_dir)),
             "html": str(job.output.with_suffix(".html").relative_to(self.plan.run_dir)),
             "parameters": job.parameters, "status": job.status, "duration_s": job.duration_s,
@@ -864,8 +946,9 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
                 todo = run_model_jobs(plan, args, manifest, overall)
             for job in todo:
                 current = job
-                overall.set_postfix_str(f"{job.key} on {plan.device_label}")
+                overall.set_postfix_str(f"{job.key} on {job.target.label if job.target else 'this host'}")
                 job.status, job.started_utc, job.error = "running", _utc_now(), None
+                job.host = _hostname()
                 if job.model is None:  # the report reads run.json: it sees the measuring part as finished
                     manifest.save("failed" if any(j.status not in ("succeeded", "skipped") for j in plan.jobs
                                                   if j is not job) else "succeeded")
@@ -941,7 +1024,8 @@ def print_summary(plan: Plan) -> None:
     rows = [(job.key, job.status, "" if job.duration_s is None else f"{job.duration_s:.1f}", job.error or "")
             for job in plan.jobs]
     widths = [max(len(r[i]) for r in rows + [("notebook", "status", "seconds", "")]) for i in range(3)]
-    print(f"\nRun {plan.run_dir} on {plan.device}:")
+    where = plan.device if len(plan.targets) == 1 else ", ".join(t.label for t in plan.targets)
+    print(f"\nRun {plan.run_dir} on {where}:")
     print(f"  {'notebook':<{widths[0]}}  {'status':<{widths[1]}}  {'seconds':>{widths[2]}}  error")
     for key, status, seconds, error in rows:
         print(f"  {key:<{widths[0]}}  {status:<{widths[1]}}  {seconds:>{widths[2]}}  {error[:100]}")
@@ -957,7 +1041,7 @@ def print_summary(plan: Plan) -> None:
 def list_everything(notebook_dir: Path) -> None:
     print(f"models: {' '.join(list_models())}")
     print(f"  {spec_help()}")
-    print(f"devices: {' '.join(DEVICE_CHOICES)} cuda:N")
+    print(f"devices: {' '.join(DEVICE_CHOICES)} cuda:N; --device takes several targets, each {TARGET_SYNTAX}")
     for name in [*MODEL_NOTEBOOKS, REPORT_NOTEBOOK]:
         path = notebook_dir / f"{name}.ipynb"
         if not path.is_file():
@@ -986,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
 
         ray_executor.check_options(args)
         if args.executor == "ray":
-            ray_executor.connect(args.ray_address)
+            ray_executor.check_targets(ray_executor.connect(args.ray_address), plan.targets)
     except InfoptError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -1036,23 +1120,27 @@ def _start(plan: Plan, args, command: list[str]) -> int:
         mark_resumable(plan, manifest)
     skipped = sum(job.status == "skipped" for job in plan.jobs)
     recorded = recorded_durations(plan)
-    minutes = estimate_seconds(plan, recorded) / 60
+    estimate_s = estimate_seconds(plan, recorded)
     print(f"infopt run '{plan.run_dir.name}': {len(plan.jobs) - skipped} notebook(s)"
-          f"{f' ({skipped} already done, skipped)' if skipped else ''} on {plan.device} "
-          f"({plan.device_choice['reason']}), {'quick (tiny models)' if args.quick else 'full size'}.")
-    if not args.quick and plan.device_label == "cpu" and "optimize" in plan.settings["notebooks"] \
+          f"{f' ({skipped} already done, skipped)' if skipped else ''} on {plan.describe()}, "
+          f"{'quick (tiny models)' if args.quick else 'full size'}.")
+    if not args.quick and any(t.kind == "cpu" for t in plan.targets) and "optimize" in plan.settings["notebooks"] \
             and "include_compile" not in plan.settings["extra_parameters"]:
-        print("Note: torch.compile variants are skipped on CPU (minutes of compilation each); "
-              "add --param include_compile=true to measure them.")
+        print("Note: torch.compile variants are skipped on CPU (20 s to minutes of compilation each); "
+              "add --param include_compile=true to measure them (the compile-freezing ones are often the fastest).")
     todo = [job for job in plan.jobs if job.status != "skipped"]
     known = sum(_recorded_key(job) in recorded for job in todo)
     source = "rough guide from a 2-core CPU; GPUs are faster" if not known else \
         f"{known} of {len(todo)} notebooks as long as this machine's last run of them"
-    print(f"Estimated time: about {minutes:.0f} min ({source}). Output: {plan.run_dir}", flush=True)
+    duration = f"{estimate_s:.0f} s" if estimate_s < 90 else f"{estimate_s / 60:.0f} min"
+    print(f"Estimated time: about {duration} ({source}). Output: {plan.run_dir}", flush=True)
     if any(job.model is not None and job.status != "skipped" for job in plan.jobs):  # timing notebooks to run
         from .interference import check_machine
 
-        state = check_machine(MACHINE_CHECK_S, plan.device)
+        # a GPU resolved on this machine is watched too (NVML); a target Ray places elsewhere is not this machine
+        watched = next((t.device for t in plan.targets if t.kind == "cuda" and ":" in t.device), None) \
+            or next((t.device for t in plan.targets if t.kind == "mps"), "cpu")
+        state = check_machine(MACHINE_CHECK_S, watched)
         manifest.data["machine_check"] = state.to_dict()
         if state.busy:
             print(state.line + (". Refusing to measure (--strict-quiet)." if args.strict_quiet else

@@ -1,5 +1,8 @@
 """The executive summary: one headline row per model and device, for the report's top and the runner's terminal.
 
+``device`` is the device target's label where a run has several targets or a Ray selector (``cuda-H100``,
+``cpu-zone-a``: :func:`infopt.report.with_targets`), so targets compare side by side, one row each.
+
 Every number is read from the result files the notebooks saved; nothing is
 measured here. A row says: median latency at batch 1 with its 95% CI, the best
 throughput and the batch size that gave it, the peak memory, how close the
@@ -200,7 +203,11 @@ def load_headline(run_dir: str | Path) -> pd.DataFrame:
         except Exception:  # noqa: BLE001 - a kind that was not measured is simply absent
             return pd.DataFrame()
 
-    return headline(load("results"), load("roofline_model"), load("variants"))
+    from .layout import RunLayout
+    from .report import with_targets  # targets kept apart as in the report (cpu, cpu-zone-a)
+
+    target_of = RunLayout(run_dir).target_of  # the paths load_results gives, under run_dir as given
+    return headline(*(with_targets(load(kind), target_of) for kind in ("results", "roofline_model", "variants")))
 
 
 def table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -412,12 +412,18 @@ def _int8_dynamic(model: VariantModel) -> None:
     model.eager_module = model.wrapper.module
 
 
-def _compile(mode: str | None) -> Callable[[VariantModel], None]:
+def _compile(mode: str | None, *, freezing: bool = False) -> Callable[[VariantModel], None]:
     def transform(model: VariantModel) -> None:
         model.eager_module = model.wrapper.module
         # dynamic=False: one static graph per batch size, each as fast as it can be
         # (automatic dynamic shapes would time a shape-generic graph at the second size).
-        model.wrapper.module = torch.compile(model.wrapper.module, mode=mode, dynamic=False)
+        # freezing: Inductor treats the weights as constants, folds them and pre-packs them
+        # for oneDNN on CPU -- the inference setting PyTorch recommends for CPUs.
+        options = {"freezing": True} if freezing else None
+        model.wrapper.module = torch.compile(model.wrapper.module, mode=mode, dynamic=False, options=options)
+        if freezing:
+            model.notes.append("Inductor freezing: weights are compile-time constants (inference only; "
+                               "changing them afterwards needs a recompile)")
     return transform
 
 
@@ -480,6 +486,9 @@ for _variant in (
             stage=2, group="layout", check=_has_image_input),
     Variant("compile", "torch.compile, default mode (Inductor), one static graph per batch size",
             _compile(None), stage=4, group="compile", compiles=True),
+    Variant("compile-freezing", "torch.compile (Inductor) with freezing: weights folded in as constants and "
+            "pre-packed (oneDNN on CPU), one static graph per batch size", _compile(None, freezing=True),
+            stage=4, group="compile", compiles=True),
     Variant("compile-max-autotune", "torch.compile(mode='max-autotune'): autotuned Triton kernels",
             _compile("max-autotune"), stage=4, group="compile", devices=("cuda",), compiles=True,
             device_reason="max-autotune tunes GPU (Triton) kernels"),
@@ -498,6 +507,8 @@ for _variant in _torchao_variants.variants(Variant) + _onnx_runtime.variants(Var
 DEFAULT_COMBINATIONS = (
     "bf16+channels-last", "bf16-weights+channels-last", "fp16+channels-last", "fp16-weights+channels-last",
     "bf16+compile", "bf16+channels-last+compile", "fp16+compile", "fp16+channels-last+compile",
+    "bf16-weights+compile-freezing", "bf16-weights+channels-last+compile-freezing",
+    "torchao-int8-dynamic+compile-freezing",
 )
 
 

@@ -14,7 +14,8 @@
 #
 # The run this report belongs to, measured by the benchmark, profile, memory and optimize notebooks; other runs
 # (from this machine or copied from others) only when `compare_runs` lists them. Every row and line is labelled
-# with its run and host. Numbers are the ones the notebooks measured; nothing is re-measured here.
+# with its run, the host that ran it and its device target. Numbers are the ones the notebooks measured; nothing is
+# re-measured here.
 
 # %% tags=["parameters"]
 results_dir: str = ""  # folder holding the runs; empty: the project's results folder
@@ -45,7 +46,8 @@ for note in scope.notes:
 
 # %% [markdown]
 # ## Summary
-# One row per run, model and device. **Latency**: median time of one forward at the smallest measured batch
+# One row per run, model and device (the device target's folder label, e.g. `cuda-H100`, where a run measured
+# several targets or placed them with a Ray selector). **Latency**: median time of one forward at the smallest measured batch
 # (batch 1 by default) with its 95% confidence interval. **Best throughput**: the highest samples/s of the batch
 # sweep and the batch size that gave it. **Peak memory**: the highest peak of the sweep's memory pass. **Roofline**:
 # how close the whole model got to the roof at its operational intensity, and whether memory bandwidth or compute
@@ -57,6 +59,16 @@ headline = summary.headline(results, roofline, variants)
 display(Markdown(f"Runs: {', '.join(map(scope.label, scope.runs)) or 'none'}"))
 display(summary.styled_table(headline))
 plots.show(summary.chart(headline), charts, "summary")
+
+# %% [markdown]
+# ## Where it ran
+# Per run and device target: the target as given to `--device`, its folder in the run, the hardware (CPU model or
+# GPU name, from the environment captured where the jobs ran), the host, the Ray node (start of its id) when Ray
+# placed the jobs, and how many notebooks ran there and how they ended. Jobs that never started have no host.
+
+# %%
+where = scope.placements()
+display(where.style.hide(axis="index") if not where.empty else Markdown("No run manifest records its jobs."))
 
 # %% [markdown]
 # ## Measurement quality
@@ -107,7 +119,7 @@ scope.notebook_status()
 
 # %% [markdown]
 # ## Latency: median per call vs batch size
-# One line per (run, host, device, model, variant) that differs between series. Lower is better. Compare lines of
+# One line per (run, host, device target, model, variant) that differs between series. Lower is better. Compare lines of
 # the same model: the vertical gap between two devices or runs at a batch size is the latency difference.
 
 # %%

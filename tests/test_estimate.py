@@ -28,3 +28,24 @@ def test_estimate_uses_this_hosts_earlier_run_of_the_same_jobs(tmp_path):
     (earlier.run_dir / "run.json").write_text(json.dumps({
         "device_label": "cpu", "environment": {"hostname": "elsewhere"}, "notebooks": entries}))
     assert runner.estimate_seconds(plan) == static
+
+
+def test_estimate_counts_every_target_and_matches_earlier_runs_per_target(tmp_path):
+    """Two targets (cpu, and cpu on a labelled Ray node) hold twice the jobs; an earlier run on `cpu` only
+    calibrates that target's jobs, never the other target's (its folder label differs)."""
+    earlier = plan_for(tmp_path, "earlier")
+    entries = [{"notebook": job.notebook, "model": job.model, "device": "cpu", "status": "succeeded",
+                "duration_s": 100.0, "parameters": job.parameters} for job in earlier.jobs if job.model]
+    earlier.run_dir.mkdir(parents=True)
+    (earlier.run_dir / "run.json").write_text(json.dumps({
+        "device_label": "cpu", "environment": {"hostname": socket.gethostname()}, "notebooks": entries}))
+    args = runner.build_parser().parse_args(["--device", "cpu", "cpu@zone=a", "--executor", "ray", "--quick",
+                                             "--output", str(tmp_path), "--run-name", "two", "--models",
+                                             "distilbert"])
+    plan = runner.build_plan(args)
+    assert [t.label for t in plan.targets] == ["cpu", "cpu-zone-a"]
+    static = runner.estimate_seconds(plan, {})
+    per_target = [job for job in plan.jobs if job.model and job.target.label == "cpu"]
+    table = {job.key: runner.estimate_seconds(
+        runner.Plan(plan.run_dir, plan.targets, plan.settings, [job]), {}) for job in per_target}
+    assert runner.estimate_seconds(plan) == static - sum(table.values()) + 100.0 * len(per_target)

@@ -1,5 +1,6 @@
 """``run_notebooks.py --executor ray`` on a local Ray instance (2 CPUs): same results as the local runner,
-CPU timing jobs never overlap, a killed worker is recorded and resumable, and every refusal is one line.
+CPU timing jobs never overlap, a killed worker is recorded and resumable, several device targets (one placed by a
+Ray node label) each get their tree and a "Where it ran" row, and every refusal is one line.
 
 Kept cheap: quick (tiny) models, the benchmark notebook only, no HTML export.
 """
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from infopt import runner
-from infopt.ray_executor import RayExecutorError, check_options, pack, probe_address, task_options, unpack
+from infopt.ray_executor import (RayExecutorError, check_options, check_targets, matching_nodes, pack,
+                                 probe_address, task_options, unpack)
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ["resnet50", "distilbert"]
 QUICK = ["--device", "cpu", "--quick", "--notebooks", "benchmark", "--no-html"]
+LABEL = {"infopt-test": "yes"}  # the local Ray node's label, so a second CPU target can select it
 
 
 def _manifest(run_dir: Path) -> dict:
@@ -66,12 +69,13 @@ def test_option_misfits_are_refused():
 def test_unknown_executor_and_unavailable_device_are_refused(tmp_path, capsys):
     assert runner.main(["--executor", "dask", "--output", str(tmp_path)]) == 2
     assert "invalid choice" in capsys.readouterr().err
-    # several devices in one run are not supported yet: refused in one line, not half-run
-    assert runner.main(["--executor", "ray", "--device", "cuda", "cpu", "--output", str(tmp_path)]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     import torch
 
     if not torch.cuda.is_available():  # no GPU on the test machine: refused before Ray starts
+        # a local Ray instance runs on this machine, so its targets are checked here, the missing one named
+        assert runner.main(["--executor", "ray", "--device", "cuda", "cpu", "--output", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "'cuda' was requested but" in err
         code = runner.main(["--executor", "ray", "--device", "cuda", "--quick", "--models", "resnet50",
                             "--output", str(tmp_path / "out"), "--run-name", "r"])
         err = capsys.readouterr().err.strip()
@@ -103,12 +107,85 @@ def test_a_gpu_job_asks_for_one_whole_gpu_and_a_cpu_job_for_every_cpu_of_its_nod
     assert cpu["scheduling_strategy"].node_id == node["NodeID"] and cpu["scheduling_strategy"].soft is False
 
 
+def test_a_targets_selector_becomes_rays_accelerator_type_and_label_selector():
+    pytest.importorskip("ray")
+    from infopt.devices import resolve_targets
+
+    h100, labelled_cpu = resolve_targets(["cuda@accelerator_type:H100,zone=a", "cpu@zone=b"], ray=True,
+                                         check_locally=False)
+    gpu = task_options(None, h100, None)
+    assert gpu["num_gpus"] == 1 and gpu["accelerator_type"] == "H100" and gpu["label_selector"] == {"zone": "a"}
+    nodes = [{"NodeID": "a" * 56, "Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0, "accelerator_type:H100": 1.0},
+              "Labels": {"zone": "a"}},
+             {"NodeID": "b" * 56, "Alive": True, "Resources": {"CPU": 4.0}, "Labels": {"zone": "b"}},
+             {"NodeID": "c" * 56, "Alive": False, "Resources": {"CPU": 4.0}, "Labels": {"zone": "b"}}]
+    assert [n["NodeID"][0] for n in matching_nodes(nodes, h100)] == ["a"]
+    assert [n["NodeID"][0] for n in matching_nodes(nodes, labelled_cpu)] == ["b"]  # alive and labelled
+    cpu = task_options(None, labelled_cpu, nodes[1])
+    assert cpu["num_cpus"] == 4.0 and cpu["scheduling_strategy"].node_id == "b" * 56
+
+    class Cluster:
+        def nodes(self):
+            return nodes[1:]
+
+    check_targets(Cluster(), [labelled_cpu])
+    with pytest.raises(RayExecutorError, match=r"--device cuda@accelerator_type:H100,zone=a: no node of the Ray "
+                                               r"cluster \(1 alive\) has a GPU of accelerator type H100"):
+        check_targets(Cluster(), [labelled_cpu, h100])
+
+
+def _fake_two_target_run(root: Path) -> Path:
+    """A Ray run with a result file per target, as a worker host left it (no kernel, no Ray)."""
+    import pandas as pd
+
+    run = root / "r"
+    for label in ("cpu", "cpu-zone-a"):
+        folder = run / label / "resnet50"
+        folder.mkdir(parents=True)
+        pd.DataFrame([{"model": "resnet50", "device": "cpu", "batch_size": 1, "status": "ok",
+                       "latency_p50_ms": 2.0 if label == "cpu" else 3.0}]).to_csv(
+            folder / "resnet50_cpu_results.csv", index=False)
+
+    def entry(label, target, host, **extra):
+        return {"key": f"{label}/resnet50/benchmark", "notebook": "benchmark", "model": "resnet50", "device": label,
+                "target": target, "host": host, "status": "succeeded", "path": f"{label}/resnet50/benchmark.ipynb",
+                "parameters": {"device": "cpu"}, "placement": {"host": host, "node_id": host[-1] * 56}, **extra}
+
+    manifest = {"settings": {"quick": True}, "status": "succeeded",
+                "environment": {"hostname": "driver", "cpu_model": "Driver CPU"},
+                "executor": {"name": "ray", "hosts": {"worker-1": {"cpu_model": "Worker CPU"}}},
+                "targets": [{"label": "cpu", "target": "cpu"}, {"label": "cpu-zone-a", "target": "cpu@zone=a"}],
+                "notebooks": [entry("cpu", "cpu", "worker-1"),
+                              entry("cpu-zone-a", "cpu@zone=a", "worker-2", device_name="Zone CPU"),
+                              {"key": "report", "notebook": "report", "model": None, "status": "succeeded"}]}
+    (run / "run.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_report_rows_carry_the_worker_host_and_keep_targets_apart(tmp_path):
+    from infopt import report, summary
+
+    run = _fake_two_target_run(tmp_path)
+    frame = report.gather(tmp_path)
+    rows = frame.set_index("target")
+    assert rows.loc["cpu", "host"] == "worker-1" and rows.loc["cpu-zone-a", "host"] == "worker-2"  # not "driver"
+    assert sorted(frame["device"]) == ["cpu", "cpu-zone-a"]  # a target that says more than "cpu" is shown
+    head = summary.headline(frame)
+    assert sorted(head["device"]) == ["cpu", "cpu-zone-a"] and sorted(head["latency_p50_ms"]) == [2.0, 3.0]
+    assert sorted(summary.load_headline(run)["device"]) == ["cpu", "cpu-zone-a"]  # the terminal's table too
+    where = report.placements(tmp_path).set_index("target")
+    assert list(where.columns) == [c for c in report.PLACEMENT_COLUMNS if c != "target"]
+    assert where.loc["cpu", "device"] == "Worker CPU" and where.loc["cpu@zone=a", "device"] == "Zone CPU"
+    assert where.loc["cpu", "ray_node"] == "1" * 16 and where.loc["cpu@zone=a", "host"] == "worker-2"
+    assert where.loc["cpu", "jobs"] == 1 and where.loc["cpu", "statuses"] == "1 succeeded"
+
+
 # -- on a local Ray instance --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False, labels=LABEL)
     yield ray
     ray.shutdown()
 
@@ -191,3 +268,45 @@ def test_ctrl_c_cancels_running_jobs_and_marks_the_run_interrupted(local_ray, tm
                         "report": "not run"}
     assert len(cancelled) == 2
     assert "Interrupted by Ctrl-C" in capsys.readouterr().err
+
+
+def test_two_cpu_targets_each_get_their_tree_never_overlap_and_show_where_they_ran(local_ray, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert runner.main(["--device", "cpu", "cpu@infopt-test=no", "--quick", "--models", "resnet50", "--executor",
+                        "ray", "--output", str(out), "--run-name", "none"]) == 2  # no node has that label
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "no node of the Ray cluster (1 alive) has CPUs with the label infopt-test=no" in err
+    assert not (out / "none").exists()
+
+    assert runner.main(["--device", "cpu", "cpu@infopt-test=yes", "--quick", "--notebooks", "benchmark", "--no-html",
+                        "--models", "resnet50", "--executor", "ray", "--output", str(out), "--run-name", "two"]) == 0
+    run = out / "two"
+    for label in ("cpu", "cpu-infopt-test-yes"):
+        assert (run / label / "resnet50" / "benchmark.ipynb").is_file()
+        assert (run / label / "resnet50" / "resnet50_cpu_results.json").is_file()
+    manifest = _manifest(run)
+    assert [t["target"] for t in manifest["targets"]] == ["cpu", "cpu@infopt-test=yes"]
+    entries = {e["key"]: e for e in manifest["notebooks"]}
+    assert {k: e["status"] for k, e in entries.items()} == {
+        "cpu/resnet50/benchmark": "succeeded", "cpu-infopt-test-yes/resnet50/benchmark": "succeeded",
+        "report": "succeeded"}
+    node = local_ray.get_runtime_context().get_node_id()
+    placed = []
+    for key, target in (("cpu/resnet50/benchmark", "cpu"), ("cpu-infopt-test-yes/resnet50/benchmark",
+                                                            "cpu@infopt-test=yes")):
+        entry = entries[key]
+        assert entry["target"] == target and entry["placement"]["node_id"] == node
+        assert entry["host"] == entry["placement"]["host"] in manifest["executor"]["hosts"]
+        placed.append(entry["placement"])
+    first, second = sorted(placed, key=lambda p: p["started_unix"])  # both ask for every CPU of the node
+    assert first["ended_unix"] <= second["started_unix"]
+    summary_text = capsys.readouterr().out.split("Summary (details in report.html):", 1)[1]
+    assert "cpu-infopt-test-yes" in summary_text  # one headline row per target
+    import nbformat
+
+    report = nbformat.read(run / "report.ipynb", as_version=4)
+    cell = next(c for c in report.cells if "scope.placements()" in c.source)
+    html = "".join(str(o.get("data", {}).get("text/html", "")) for o in cell.outputs)
+    for text in ("cpu@infopt-test=yes", "cpu-infopt-test-yes", node[:16], "1 succeeded"):
+        assert text in html, text

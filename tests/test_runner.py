@@ -367,7 +367,9 @@ def test_run_names_and_devices_are_refused_in_one_line(tmp_path, capsys, no_kern
 
 def test_device_cuda_n_is_accepted_by_the_command_line():
     args = runner.build_parser().parse_args(["--device", "cuda:1"])
-    assert args.device == "cuda:1"
+    assert args.device == ["cuda:1"]
+    args = runner.build_parser().parse_args(["--device", "CUDA", "cuda@ zone=a , accelerator_type:H100"])
+    assert args.device == ["cuda", "cuda@accelerator_type:H100,zone=a"]  # canonical text; availability later
 
 
 def test_output_that_is_a_file_or_read_only_is_one_line_exit_2(tmp_path, capsys, no_kernel, monkeypatch):
@@ -619,3 +621,120 @@ def test_a_full_disk_is_recorded_on_a_small_tmpfs(tmp_path, stub_notebooks):
         assert _leftovers(run_dir) == []
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+# -- several device targets in one run (issue 16) ---------------------------------------------------------------
+
+def _gpu_visible(monkeypatch):
+    """Make `cuda` look usable to the runner (the stub notebooks never touch a device)."""
+    import torch
+
+    import infopt.devices as devices
+
+    monkeypatch.setattr(devices, "cuda_unavailable_reason", lambda index=None: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+@pytest.mark.parametrize("devices, message", [
+    (["cpu", "cpu@zone=a"], "a placement selector (after @) needs --executor ray"),
+    (["cpu", "cpu"], "--device lists the same target twice: 'cpu' and 'cpu' both mean cpu"),
+    (["cpu@zone"], "expected a selector of the form"),
+    (["cpu", "gpu"], "invalid choice: 'gpu'"),
+    (["cpu@accelerator_type:H100"], "applies to a cuda target only"),
+])
+def test_bad_targets_are_one_line_exit_2_no_kernel_no_folder(tmp_path, capsys, no_kernel, devices, message):
+    assert runner.main(_base(tmp_path, "--device", *devices)) == 2
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_targets_that_resolve_to_one_device_or_are_missing_here_are_refused(tmp_path, capsys, no_kernel):
+    import torch
+
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("auto picks a GPU here")
+    assert runner.main(_base(tmp_path, "--device", "auto", "cpu")) == 2  # auto is the CPU on this machine
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and "'auto' and 'cpu' both mean cpu" in err, err
+    assert runner.main(_base(tmp_path, "--device", "cpu", "cuda")) == 2  # the local executor: this machine only
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and "'cuda' was requested but" in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_plan_with_two_targets_has_one_tree_each(tmp_path, monkeypatch):
+    _gpu_visible(monkeypatch)
+    args = runner.build_parser().parse_args(["--device", "cuda", "cpu", "--models", "resnet50", "gpt2",
+                                             "--notebooks", "benchmark", "profile", "--output", str(tmp_path),
+                                             "--run-name", "two"])
+    plan = runner.build_plan(args)
+    run = tmp_path.resolve() / "two"
+    assert [t.label for t in plan.targets] == ["cuda", "cpu"] and [t.device for t in plan.targets] == ["cuda:0", "cpu"]
+    keys = [job.key for job in plan.jobs]
+    assert keys == ["cuda/resnet50/benchmark", "cuda/resnet50/profile", "cuda/gpt2/benchmark", "cuda/gpt2/profile",
+                    "cpu/resnet50/benchmark", "cpu/resnet50/profile", "cpu/gpt2/benchmark", "cpu/gpt2/profile",
+                    "report"]  # target after target: the local executor measures one device at a time
+    jobs = {job.key: job for job in plan.jobs}
+    assert jobs["cuda/gpt2/profile"].output == run / "cuda" / "gpt2" / "profile.ipynb"
+    assert jobs["cpu/gpt2/profile"].parameters["peaks_path"] == str(run / "cpu" / "device_peaks.json")
+    assert jobs["cuda/gpt2/profile"].parameters["peaks_path"] == str(run / "cuda" / "device_peaks.json")
+    assert jobs["cuda/gpt2/benchmark"].parameters["device"] == "cuda:0"
+    assert jobs["cpu/gpt2/benchmark"].parameters["device"] == "cpu"
+    # a full-size run: each target keeps its own preset (the CPU caps on cpu only)
+    assert plan.settings["preset"] == {"cuda": "full", "cpu": "full-cpu"}
+    assert plan.settings["device"] == ["cuda", "cpu"]
+    assert jobs["cpu/gpt2/benchmark"].parameters["max_time_s"] != jobs["cuda/gpt2/benchmark"].parameters["max_time_s"]
+    manifest = runner.Manifest(plan, ["run_notebooks.py"]).data
+    assert "device" not in manifest and [t["label"] for t in manifest["targets"]] == ["cuda", "cpu"]
+    plan.run_dir.mkdir(parents=True)
+    runner.Manifest(plan, ["run_notebooks.py"]).save()
+    entry = {e["key"]: e for e in _manifest(plan.run_dir)["notebooks"]}["cuda/gpt2/benchmark"]
+    assert entry["device"] == "cuda" and entry["target"] == "cuda" and entry["host"] is None  # not run yet
+    assert runner.estimate_seconds(plan, {}) > 0
+
+
+def test_a_single_target_run_keeps_its_keys_folders_and_manifest_fields(tmp_path):
+    args = runner.build_parser().parse_args(["--device", "cpu", "--quick", "--models", "resnet50", "--notebooks",
+                                             "benchmark", "--output", str(tmp_path), "--run-name", "one"])
+    plan = runner.build_plan(args)
+    assert [job.key for job in plan.jobs] == ["resnet50/benchmark", "report"]
+    assert plan.jobs[0].output == tmp_path.resolve() / "one" / "cpu" / "resnet50" / "benchmark.ipynb"
+    data = runner.Manifest(plan, ["run_notebooks.py"]).data
+    assert data["device"] == {"device": "cpu", "requested": "cpu", "reason": "requested"}
+    assert data["device_label"] == "cpu" and data["settings"]["device"] == "cpu"
+    assert data["settings"]["preset"] == "quick"
+
+
+def test_two_targets_run_one_after_another_and_resume_keeps_both(tmp_path, stub_notebooks, monkeypatch, capsys):
+    _gpu_visible(monkeypatch)
+    monkeypatch.setattr(runner, "MACHINE_CHECK_S", 0.2)
+    monkeypatch.setenv(FAIL_ENV, "gpt2")
+    args = _base(tmp_path, "--device", "cuda", "cpu", "--notebook-dir", str(stub_notebooks), "--notebooks",
+                 "benchmark", "--models", "resnet50", "gpt2", "--no-html")
+    assert runner.main(args) == 1
+    run_dir = tmp_path / "results" / "r"
+    manifest = _manifest(run_dir)
+    entries = {e["key"]: e for e in manifest["notebooks"]}
+    assert {k: e["status"] for k, e in entries.items()} == {
+        "cuda/resnet50/benchmark": "succeeded", "cuda/gpt2/benchmark": "failed",
+        "cpu/resnet50/benchmark": "succeeded", "cpu/gpt2/benchmark": "failed", "report": "succeeded"}
+    for label in ("cuda", "cpu"):
+        assert (run_dir / label / "resnet50" / "resnet50_stub.json").is_file()
+        assert entries[f"{label}/resnet50/benchmark"]["target"] == label
+        assert entries[f"{label}/resnet50/benchmark"]["host"] == manifest["environment"]["hostname"]
+    assert entries["cpu/resnet50/benchmark"]["device_name"] == manifest["environment"]["cpu_model"]
+    first_cpu = entries["cpu/resnet50/benchmark"]["started_utc"]
+    assert all(entries[f"cuda/{m}/benchmark"]["started_utc"] <= first_cpu for m in ("resnet50", "gpt2"))
+    out = capsys.readouterr().out
+    assert "cuda/gpt2/benchmark" in out and "cpu/gpt2/benchmark" in out and "on cuda, cpu:" in out
+    # --resume: a different set of targets is refused; without --device both targets continue, failures rerun
+    resume = ["--output", str(tmp_path / "results"), "--run-name", "r", "--resume"]
+    assert runner.main(resume + ["--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert len(_err_lines(err)) == 1 and "contradicts the run's recorded setting device=['cuda', 'cpu']" in err, err
+    monkeypatch.delenv(FAIL_ENV)
+    assert runner.main(resume + ["--device", "cpu", "cuda"]) == 0  # the same targets, in another order
+    entries = {e["key"]: e["status"] for e in _manifest(run_dir)["notebooks"]}
+    assert entries == {"cuda/resnet50/benchmark": "skipped", "cuda/gpt2/benchmark": "succeeded",
+                       "cpu/resnet50/benchmark": "skipped", "cpu/gpt2/benchmark": "succeeded", "report": "succeeded"}

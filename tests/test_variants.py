@@ -291,12 +291,18 @@ def test_recommend_prefers_the_paired_measure_when_present():
 
 @pytest.mark.slow
 def test_compile_variant_warms_up_and_is_accurate(tiny_resnet):
-    df = run_variant_sweep(tiny_resnet, ["compile"], batch_sizes=(1,), timing=QUICK, measure_memory=False)
-    row = df.set_index("variant").loc["compile"]
+    df = run_variant_sweep(tiny_resnet, ["compile", "bf16-weights+channels-last+compile-freezing"], batch_sizes=(1,),
+                           timing=QUICK, measure_memory=False)
+    rows = df.set_index("variant")
+    row = rows.loc["compile"]
     assert row["status"] == "ok", row["error"]
     assert row["compile_time_s"] > 0 and row["compile_calls"] >= 3 and row["compile_stable"]
     assert row["accuracy_ok"] and row["rel_error"] <= 1e-4
-    assert math.isnan(df.set_index("variant").loc[BASELINE, "compile_time_s"])
+    assert math.isnan(rows.loc[BASELINE, "compile_time_s"])
+    frozen = rows.loc["bf16-weights+channels-last+compile-freezing"]
+    assert frozen["status"] == "ok", frozen["error"]
+    assert frozen["compile_time_s"] > 0 and frozen["compile_stable"] and frozen["accuracy_ok"]
+    assert "freezing" in frozen["notes"] and "reduced precision" in frozen["tolerance"]
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
