@@ -39,8 +39,8 @@ from infopt.variants import BASELINE, recommend, run_variant_sweep  # noqa: E402
 
 FORWARD_TARGET, TPOT_TARGET = 2.5, 1.8
 PATHS = ["int8-dynamic", "torchao-int8-weight-only", "torchao-int8-dynamic", "torchao-int4-weight-only",
-         "torchao-float8", "onnxruntime", "onnxruntime-int8", "channels-last+onnxruntime", "bf16", "bf16-weights",
-         "channels-last", "bf16+channels-last", "fp16", "fp16-weights"]
+         "torchao-float8", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-static", "channels-last+onnxruntime",
+         "bf16", "bf16-weights", "channels-last", "bf16+channels-last", "fp16", "fp16-weights"]
 COMPILED_PATHS = ["compile", "compile-freezing", "bf16-weights+compile-freezing",
                   "bf16-weights+channels-last+compile-freezing", "torchao-int8-dynamic+compile",
                   "torchao-int8-dynamic+compile-freezing"]

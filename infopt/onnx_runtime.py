@@ -9,6 +9,12 @@ replaces torch's execution, so it never stacks with ``torch.compile``):
   it (``onnxruntime-gpu``).
 * ``onnxruntime-int8``: the same graph with int8 dynamic quantization of its
   weights (``onnxruntime.quantization.quantize_dynamic``, QInt8); CPU.
+* ``onnxruntime-int8-static``: the same graph with static int8 quantization
+  (``quantize_static``, QDQ, per-channel int8 weights, uint8 activations whose
+  ranges are calibrated on :data:`CALIBRATION_BATCHES` batches of the model's
+  own seeded inputs, drawn with other seeds than the accuracy check's); CPU,
+  models with image inputs (static quantization pays for convolutions). With
+  real data, calibrate on real samples: random inputs set the ranges here.
 
 The export runs on the variant's transformed model (weight casts, layout and
 autocast composed before it are traced into the graph); its wall time is
@@ -41,7 +47,13 @@ ONNX_VARIANTS = {
                    "(CPU or CUDA execution provider)",
     "onnxruntime-int8": "the onnxruntime graph with int8 dynamic weight quantization "
                         "(onnxruntime.quantization.quantize_dynamic, QInt8), CPU execution provider",
+    "onnxruntime-int8-static": "the onnxruntime graph with static int8 quantization (quantize_static: QDQ, "
+                               "per-channel int8 weights, uint8 activations calibrated on seeded inputs), CPU "
+                               "execution provider",
 }
+#: Calibration of ``onnxruntime-int8-static``: batches of :data:`CALIBRATION_BATCH` inputs, seeds from
+#: :data:`CALIBRATION_SEED` (the accuracy check uses the default seed, so calibration never sees its inputs).
+CALIBRATION_BATCHES, CALIBRATION_BATCH, CALIBRATION_SEED = 4, 8, 10_000
 #: Sample batch the graph is traced at (not 1: torch.export specializes size-1 dimensions).
 EXPORT_BATCH = 2
 
@@ -78,6 +90,33 @@ def check(name: str):
                     f"{', '.join(onnxruntime.get_available_providers())}); install onnxruntime-gpu for CUDA.")
         return None
     return reason
+
+
+def _has_image_input(model) -> str | None:
+    if not model.has_image_input:
+        return (f"onnxruntime-int8-static quantizes convolutions of image models; {model.name} ({model.task}) "
+                "has no image input (use onnxruntime-int8 or torchao-int8-dynamic).")
+    return None
+
+
+def _quantize_static(model, keys: list[str], source: str, target: str) -> None:
+    """Static QDQ int8 quantization of ``source`` into ``target``, calibrated on seeded inputs of ``model``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
+
+    class SeededInputs(CalibrationDataReader):
+        def __init__(self):
+            self.batches = (model.prepare_input(CALIBRATION_BATCH, seed=CALIBRATION_SEED + index)
+                            for index in range(CALIBRATION_BATCHES))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {key: batch[key].detach().cpu().numpy() for key in keys}
+
+    prepared = target + ".pre.onnx"
+    quant_pre_process(source, prepared)  # shape inference and graph clean-up, as onnxruntime recommends
+    quantize_static(prepared, target, SeededInputs(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def one_line_reason(error: BaseException) -> str:
@@ -147,6 +186,11 @@ def transform(name: str):
             quantized = os.path.join(folder, "model.int8.onnx")
             quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
             path = quantized
+        elif name == "onnxruntime-int8-static":
+            quantized = os.path.join(folder, "model.int8-static.onnx")
+            _quantize_static(model, keys, path, quantized)
+            path = quantized
+            model.notes.append(f"static int8 calibrated on {CALIBRATION_BATCHES} x {CALIBRATION_BATCH} seeded inputs")
         try:
             session = _session(path, kind)  # the session holds the weights in memory from here on
         finally:
@@ -176,8 +220,13 @@ def variants(variant_class) -> list:
                       stage=4, group="compile", devices=("cpu",),
                       device_reason="onnxruntime's dynamic int8 (QInt8) kernels are CPU kernels",
                       reduced_precision=True, check=check("onnxruntime-int8")),
+        variant_class("onnxruntime-int8-static", ONNX_VARIANTS["onnxruntime-int8-static"],
+                      transform("onnxruntime-int8-static"), stage=4, group="compile", devices=("cpu",),
+                      device_reason="onnxruntime's QDQ int8 kernels are run here on the CPU execution provider",
+                      reduced_precision=True,
+                      check=lambda model: check("onnxruntime-int8-static")(model) or _has_image_input(model)),
     ]
 
 
-__all__ = ["EXPORT_BATCH", "ONNXExportError", "ONNX_VARIANTS", "check", "export_onnx", "one_line_reason",
+__all__ = ["CALIBRATION_BATCH", "CALIBRATION_BATCHES", "CALIBRATION_SEED", "EXPORT_BATCH", "ONNXExportError", "ONNX_VARIANTS", "check", "export_onnx", "one_line_reason",
            "onnx_import_error", "transform", "variants"]

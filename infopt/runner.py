@@ -46,16 +46,17 @@ KERNEL_NAME = "python3"
 MACHINE_CHECK_S = 3.0
 
 #: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
-#: for the up-front estimate. Full size: from a measured default run on a 2-core AVX-512 CPU (2026-11-26),
-#: adjusted for the 8 s benchmark / 5 s variant caps on CPU (presets.FULL_CPU). GPUs are faster.
+#: for the up-front estimate when this host has no earlier run of the same notebook. Full size: the notebooks'
+#: durations in a default run (``run_notebooks.py --device cpu``, preset full-cpu, 29 min) measured alone on a
+#: 2-core AVX-512 CPU on 2026-11-26. GPUs are faster.
 ESTIMATE_S = {
     "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "report": 10},
     "full": {
-        "benchmark": {"resnet50": 75, "gpt2": 170, "distilbert": 75},
-        "profile": {"resnet50": 35, "gpt2": 80, "distilbert": 45},
-        "memory": {"resnet50": 15, "gpt2": 45, "distilbert": 16},
-        "optimize": {"resnet50": 115, "gpt2": 150, "distilbert": 85},
-        "report": 12,
+        "benchmark": {"resnet50": 59, "gpt2": 159, "distilbert": 60},
+        "profile": {"resnet50": 42, "gpt2": 79, "distilbert": 47},
+        "memory": {"resnet50": 14, "gpt2": 44, "distilbert": 15},
+        "optimize": {"resnet50": 276, "gpt2": 736, "distilbert": 201},
+        "report": 10,
     },
 }
 

@@ -14,10 +14,11 @@ from infopt.errors import InvalidInputError
 from infopt.generation_variants import (GenerateRunner, add_generation_verdicts, default_generation_variants,
                                         parse_generation_spec, recommend_generation, run_generation_variant_sweep)
 from infopt.interference import Interference
-from infopt.onnx_runtime import ONNXExportError, export_onnx, one_line_reason
+from infopt.onnx_runtime import CALIBRATION_BATCHES, CALIBRATION_SEED, ONNXExportError, export_onnx, one_line_reason
 from infopt.timing import TimingConfig
 from infopt.torchao_variants import TORCHAO_VARIANTS
-from infopt.variants import BASELINE, REFUSALS, VARIANTS, VariantNotApplicableError, apply_variant, run_variant_sweep
+from infopt.variants import (BASELINE, REFUSALS, VARIANTS, VariantNotApplicableError, apply_variant, run_variant_sweep,
+                             unavailable_reason)
 
 SEQ_LEN = 16
 
@@ -142,6 +143,28 @@ def test_onnxruntime_int8_applies_on_cpu(tiny_gpt2):
     result = compare_outputs(reference, variant.forward(variant.prepare_input(2, SEQ_LEN)), "causal-lm",
                              variant.tolerance)
     assert result["accuracy_ok"] and 0 < result["rel_error"] < REDUCED_TOLERANCE.max_rel_error
+
+
+def test_onnxruntime_int8_static_calibrates_on_other_seeds_and_passes_the_guard(tiny_resnet, tiny_gpt2,
+                                                                                 monkeypatch):
+    seeds = []
+    original = type(tiny_resnet).prepare_input
+
+    def recording(self, batch_size, seq_len=None, *, seed=None):
+        seeds.append(seed)
+        return original(self, batch_size, seq_len, seed=seed)
+
+    monkeypatch.setattr(type(tiny_resnet), "prepare_input", recording)
+    df = run_variant_sweep(tiny_resnet, ["onnxruntime-int8-static"], batch_sizes=[2], timing=TimingConfig.quick(),
+                           measure_memory=False)
+    row = df.set_index("variant").loc["onnxruntime-int8-static"]
+    assert row["status"] == "ok", row["error"]
+    assert row["accuracy_ok"] == True and 0 < row["rel_error"] < REDUCED_TOLERANCE.max_rel_error  # noqa: E712
+    assert "static int8 calibrated" in row["notes"] and row["compile_time_s"] > 0
+    calibration = [seed for seed in seeds if seed is not None and seed >= CALIBRATION_SEED]
+    assert len(calibration) == CALIBRATION_BATCHES  # calibrated on its own seeds, never the accuracy check's
+    reason = unavailable_reason(tiny_gpt2, "onnxruntime-int8-static")
+    assert reason is not None and "image input" in reason
 
 
 # -- generation accuracy ------------------------------------------------------------------
