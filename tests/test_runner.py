@@ -474,8 +474,17 @@ def _runner_process(tmp_path, stub_notebooks, *extra, env=None, group=False):
     command = [sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--output",
                str(tmp_path / "results"), "--run-name", "r", "--notebook-dir", str(stub_notebooks),
                "--notebooks", "benchmark", "--no-html", *extra]
+    # SIGINT back to its default in the child: a test session started in the background of a non-interactive
+    # shell inherits SIGINT ignored, and Python then never raises KeyboardInterrupt (Ctrl-C could not be tested)
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
-                            env={**__import__("os").environ, **(env or {})}, start_new_session=group)
+                            env={**__import__("os").environ, **(env or {})}, start_new_session=group,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(predicate, seconds=120.0):
