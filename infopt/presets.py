@@ -117,7 +117,8 @@ QUICK = replace(
     FULL, name="quick", size="tiny", quick=True, batch_sizes=(1, 2, 4), optimize_batch_sizes=(4,), seq_len=32,
     prompt_lengths=(8, 32), no_cache_prompt_lengths=(8,), new_tokens=8, profile_active=1, kv_prompt_len=8,
     kv_new_tokens=8, include_compile=False,
-    variants=("channels-last", "bf16", "int8-dynamic", "torchao-int8-dynamic", "onnxruntime", "onnxruntime-int8-static"),
+    variants=("channels-last", "bf16", "int8-dynamic", "torchao-int8-dynamic", "onnxruntime",
+              "onnxruntime-int8-static"),
     generation_variants=("static-cache", "bf16-weights", "torchao-int8-weight-only"),
 )
 
