@@ -199,6 +199,11 @@ def report_output_folder(output_dir: str) -> Path:
     return folder.resolve()
 
 
-__all__ = ["CHARTS_NAME", "INTERACTIVE_RUN", "LOCK_NAME", "MANIFEST_NAME", "MAX_RUN_NAME", "PEAKS_NAME",
+__all__ = ["CHARTS_NAME", "entry_host", "INTERACTIVE_RUN", "LOCK_NAME", "MANIFEST_NAME", "MAX_RUN_NAME", "PEAKS_NAME",
            "REPORTS_NAME", "RESULTS_ENV", "RunLayout", "default_results_dir", "TIMESTAMP_FORMAT", "chart_folder", "check_run_name", "model_folder_name",
            "model_output_folder", "report_output_folder", "timestamp"]
+
+
+def entry_host(entry: dict) -> str | None:
+    """The host that ran a manifest notebook entry: its ``host``, else its Ray ``placement``'s."""
+    return entry.get("host") or (entry.get("placement") or {}).get("host")

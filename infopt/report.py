@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import InvalidInputError
-from .layout import MANIFEST_NAME, RunLayout
+from .layout import MANIFEST_NAME, RunLayout, entry_host
 
 
 # -- discovery -------------------------------------------------------------------
@@ -53,18 +53,13 @@ def _host_of_file(source: Path) -> str | None:
         return None
 
 
-def _entry_host(entry: dict) -> str | None:
-    """The host that ran a manifest entry: its ``host``, else its Ray ``placement``'s."""
-    return entry.get("host") or (entry.get("placement") or {}).get("host")
-
-
 def _folder_hosts(run_dir: Path, manifest: dict | None) -> dict[Path, str]:
     """Model folder -> the host its notebooks ran on, from the manifest's entries (a finished one wins)."""
     hosts = {}
     entries = [e for e in (manifest or {}).get("notebooks", []) if isinstance(e, dict) and e.get("model")]
     for entry in sorted(entries, key=lambda e: e.get("status") in ("succeeded", "skipped")):
-        if entry.get("path") and _entry_host(entry):
-            hosts[(run_dir / entry["path"]).parent] = _entry_host(entry)
+        if entry.get("path") and entry_host(entry):
+            hosts[(run_dir / entry["path"]).parent] = entry_host(entry)
     return hosts
 
 
@@ -162,7 +157,7 @@ def notebook_status(results_dir: str | Path) -> pd.DataFrame:
         for entry in manifest.get("notebooks", []):
             rows.append({"run": str(run_dir.relative_to(root)) if run_dir != root else run_dir.name,
                          "device": entry.get("device"), "model": entry.get("model"),
-                         "notebook": entry.get("notebook"), "host": _entry_host(entry), "status": entry.get("status"),
+                         "notebook": entry.get("notebook"), "host": entry_host(entry), "status": entry.get("status"),
                          "duration_s": entry.get("duration_s"), "html": entry.get("html"),
                          "error": entry.get("error")})
     return pd.DataFrame(rows)
@@ -196,7 +191,7 @@ def placements(results_dir: str | Path) -> pd.DataFrame:
                 continue
             placement = entry.get("placement") or {}
             label = entry.get("device")
-            host = _entry_host(entry)
+            host = entry_host(entry)
             if host is None and not manifest.get("executor") and entry.get("status") not in ("pending", "not run"):
                 host = env.get("hostname")  # a local run from before entries named their host
             name = entry.get("device_name") or placement.get("device_name")

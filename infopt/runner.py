@@ -495,8 +495,7 @@ def recorded_durations(plan: Plan) -> dict[tuple, float]:
     Read from the run.json files next to this run, so the estimate of a repeated run is this machine's own
     measurement, not a table from another machine.
     """
-    import socket
-
+    this_host = _hostname()
     found: dict[tuple, float] = {}
     manifests = sorted(plan.run_dir.parent.glob(f"*/{layout.MANIFEST_NAME}"), key=lambda p: p.stat().st_mtime)
     for path in manifests:  # oldest first: newer runs overwrite
@@ -512,8 +511,8 @@ def recorded_durations(plan: Plan) -> dict[tuple, float]:
         for entry in manifest.get("notebooks") or []:
             if not isinstance(entry, dict):
                 continue
-            host = entry.get("host") or (entry.get("placement") or {}).get("host") or here
-            if entry.get("status") == "succeeded" and entry.get("duration_s") and host == socket.gethostname():
+            host = layout.entry_host(entry) or here
+            if entry.get("status") == "succeeded" and entry.get("duration_s") and host == this_host:
                 params = {k: v for k, v in (entry.get("parameters") or {}).items()
                           if k not in ("output_dir", "results_dir", "overwrite", "run_name", "peaks_path")}
                 label = (entry.get("device") or manifest.get("device_label")) if entry.get("model") else None
