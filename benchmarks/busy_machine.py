@@ -1,8 +1,8 @@
 """Numbers that stay true on a busy machine: distilbert bf16 vs eager-fp32, quiet and under a load that comes and goes.
 
-Runs :func:`infopt.variants.run_variant_sweep` (baseline and ``bf16``) twice:
+Runs :func:`infopt.optimize.sweep.run_variant_sweep` (baseline and ``bf16``) twice:
 once on a quiet machine, once while child processes spin on the CPU and
-pause / resume every ``--period`` seconds (:class:`infopt.interference.BackgroundLoad`).
+pause / resume every ``--period`` seconds (:class:`infopt.measure.interference.BackgroundLoad`).
 For each run it prints the unpaired speedup (ratio of medians, timed at
 different moments) and the paired speedup (alternating baseline / variant
 rounds), each with its 95% CI, its verdict and the interference flags of the
@@ -33,9 +33,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import infopt  # noqa: E402
-from infopt.interference import BackgroundLoad, check_machine  # noqa: E402
-from infopt.timing import TimingConfig  # noqa: E402
-from infopt.variants import BASELINE, recommend, run_variant_sweep  # noqa: E402
+from infopt.measure.interference import BackgroundLoad, check_machine  # noqa: E402
+from infopt.measure.timing import TimingConfig  # noqa: E402
+from infopt.optimize import BASELINE, recommend, run_variant_sweep  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -33,9 +33,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import infopt  # noqa: E402
-from infopt.generation_variants import recommend_generation, run_generation_variant_sweep  # noqa: E402
-from infopt.timing import TimingConfig  # noqa: E402
-from infopt.variants import BASELINE, recommend, run_variant_sweep  # noqa: E402
+from infopt.optimize.generation import recommend_generation, run_generation_variant_sweep  # noqa: E402
+from infopt.measure.timing import TimingConfig  # noqa: E402
+from infopt.optimize import BASELINE, recommend, run_variant_sweep  # noqa: E402
 
 FORWARD_TARGET, TPOT_TARGET = 2.5, 1.8
 PATHS = ["int8-dynamic", "torchao-int8-weight-only", "torchao-int8-dynamic", "torchao-int4-weight-only",

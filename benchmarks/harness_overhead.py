@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infopt.devices import resolve_device  # noqa: E402
-from infopt.timing import TimingConfig, make_timer, measure  # noqa: E402
+from infopt.measure.timing import TimingConfig, make_timer, measure  # noqa: E402
 
 
 def noop() -> None:

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import infopt  # noqa: E402
-from infopt.peaks import device_peaks, peaks_table  # noqa: E402
-from infopt.roofline import roofline  # noqa: E402
-from infopt.timing import TimingConfig  # noqa: E402
+from infopt.analyze.peaks import device_peaks, peaks_table  # noqa: E402
+from infopt.analyze.roofline import roofline  # noqa: E402
+from infopt.measure.timing import TimingConfig  # noqa: E402
 
 
 def _rate(value, unit: str) -> str:

@@ -1,7 +1,7 @@
 """Does infopt's timer agree with torch.utils.benchmark? (full-size resnet50, CPU by default)
 
 For each batch size, after one discarded priming round, rounds alternate
-between ``infopt.timing.measure`` and ``torch.utils.benchmark.Timer.blocked_autorange``
+between ``infopt.measure.timing.measure`` and ``torch.utils.benchmark.Timer.blocked_autorange``
 (swapping which goes first) on the same model, inputs and thread count, so
 background load drifts affect both alike; the script
 prints each round's medians and the median of the per-round ratios
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import infopt  # noqa: E402
 from infopt.devices import synchronize  # noqa: E402
-from infopt.timing import TimingConfig, measure  # noqa: E402
+from infopt.measure.timing import TimingConfig, measure  # noqa: E402
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Full-size variant sweep: the fastest variant that passes the accuracy guard, per model.
 
-Runs :func:`infopt.variants.run_variant_sweep` on full-size resnet50, gpt2 and
+Runs :func:`infopt.optimize.sweep.run_variant_sweep` on full-size resnet50, gpt2 and
 distilbert (random weights) at batch 1 and 8, prints every variant's median
 latency, speedup (ratio of medians, 95% interval) and accuracy, then one
 recommendation per model and batch size, and checks the target: at least 2x
@@ -30,9 +30,9 @@ import infopt  # noqa: E402
 from infopt.env import collect  # noqa: E402
 from infopt.errors import InfoptError  # noqa: E402
 from infopt.results import save_results  # noqa: E402
-from infopt.timing import TimingConfig  # noqa: E402
-from infopt.benchmark import benchmark_point  # noqa: E402
-from infopt.variants import BASELINE, SPEEDUP_DEFINITION, default_variants, recommend, run_variant_sweep  # noqa: E402
+from infopt.measure.timing import TimingConfig  # noqa: E402
+from infopt.measure.benchmark import benchmark_point  # noqa: E402
+from infopt.optimize import BASELINE, SPEEDUP_DEFINITION, default_variants, recommend, run_variant_sweep  # noqa: E402
 
 TARGET_SPEEDUP = 2.0
 TARGET_BATCH = 8

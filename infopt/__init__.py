@@ -1,15 +1,15 @@
 """infopt: an inference-optimization lab for PyTorch models.
 
-Import surface kept small; the submodules hold one concern each (models,
-devices, env, timing, benchmark, profiling, roofline, memory, variants,
-results, plots, runner).
+Import surface kept small: the models, devices, seeding and error types. The
+layers live in sub-packages (``measure``, ``analyze``, ``optimize``, ``report``,
+``run``), one concern per module; ARCHITECTURE.md lists them.
 """
 
-from .determinism import seed_everything, set_determinism
-from .devices import DEVICE_CHOICES, resolve_device, synchronize
-from .errors import (DeviceUnavailableError, InfoptError, InvalidInputError, UnknownModelError,
+from infopt.determinism import seed_everything, set_determinism
+from infopt.devices import DEVICE_CHOICES, resolve_device, synchronize
+from infopt.errors import (DeviceUnavailableError, InfoptError, InvalidInputError, UnknownModelError,
                      WeightsUnavailableError)
-from .models import list_models, load_model, spec_folder_name, validate_spec
+from infopt.models import list_models, load_model, spec_folder_name, validate_spec
 
 __version__ = "0.1.0"
 

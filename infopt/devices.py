@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import DeviceUnavailableError, InvalidInputError
+from infopt.errors import DeviceUnavailableError, InvalidInputError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import torch
 
-from .determinism import determinism_state
+from infopt.determinism import determinism_state
 
 _PACKAGES = ("torch", "torchvision", "transformers", "numpy", "pandas", "plotly", "papermill")
 

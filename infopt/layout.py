@@ -24,7 +24,7 @@ import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidInputError
+from infopt.errors import InvalidInputError
 
 MANIFEST_NAME = "run.json"
 PEAKS_NAME = "device_peaks.json"
@@ -69,10 +69,10 @@ def model_folder_name(model: str) -> str:
     The spec's own folder name (:func:`infopt.models.specs.spec_folder_name`) where the spec parses, else the
     file-name-safe form of the text.
     """
-    from .results import safe_name
+    from infopt.names import safe_name
 
     try:
-        from .models.specs import spec_folder_name
+        from infopt.models.specs import spec_folder_name
     except ImportError:  # pragma: no cover - specs is part of the package
         return safe_name(model)
     try:
@@ -172,7 +172,7 @@ def chart_folder(folder: str | Path) -> Path:
 
 
 def _device_label(device: str) -> str:
-    from .devices import choose_device, device_kind  # torch: only for notebooks that measure
+    from infopt.devices import choose_device, device_kind  # torch: only for notebooks that measure
 
     return device_kind(choose_device(device).device)
 

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import InvalidInputError
-from .layout import RunLayout, chart_folder, model_output_folder, report_output_folder
+from infopt.errors import InvalidInputError
+from infopt.layout import RunLayout, chart_folder, model_output_folder, report_output_folder
 
 
 class ModelNotebook(NamedTuple):
@@ -35,8 +35,9 @@ class ReportNotebook(NamedTuple):
 
 def model_notebook(model: str, device: str, size: str, output_dir: str) -> ModelNotebook:
     """Chart renderer, output folder and the loaded model for a per-model notebook; prints where results go."""
-    from . import load_model, plots
-    from .devices import device_kind
+    from infopt import load_model
+    from infopt.report import plots
+    from infopt.devices import device_kind
 
     plots.use_notebook_renderer()  # charts visible in JupyterLab AND in HTML exports, offline
     wrapper = load_model(model, device=device, size=size)  # first: a model that fails to load leaves no folder
@@ -48,7 +49,7 @@ def model_notebook(model: str, device: str, size: str, output_dir: str) -> Model
 
 def report_notebook(output_dir: str) -> ReportNotebook:
     """Chart renderer and output folder for the report notebook."""
-    from . import plots
+    from infopt.report import plots
 
     plots.use_notebook_renderer()
     out = report_output_folder(output_dir)
@@ -63,8 +64,8 @@ def device_peaks_once(device, peaks_path: str = "", *, quick: bool = False) -> d
     measured on another device, or in the other (quick/full) mode, is refused
     rather than reused.
     """
-    from .peaks import device_peaks
-    from .results import save_json
+    from infopt.analyze.peaks import device_peaks
+    from infopt.results import save_json
 
     path = Path(peaks_path) if peaks_path else None
     if path is not None and path.is_file():
@@ -129,7 +130,7 @@ def sync_notebooks(folder: str | Path = NOTEBOOKS_DIR) -> list[Path]:
     """Regenerate every stale ``.ipynb`` from its source (``python -m infopt.notebook``); returns those written."""
     import nbformat
 
-    from .results import atomic_path
+    from infopt.results import atomic_path
 
     written = []
     for target in stale_notebooks(folder):

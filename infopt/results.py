@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InfoptError
-from .layout import MANIFEST_NAME
+from infopt.errors import InfoptError
+from infopt.layout import MANIFEST_NAME
+from infopt.names import safe_name
 
 SCHEMA_VERSION = 1
 #: Every results JSON starts with this, which lets a tree scan reject foreign
@@ -130,14 +131,6 @@ def save_json(obj: Any, path: str | Path, *, overwrite: bool = False) -> Path:
 
 
 # -- results files ----------------------------------------------------------------
-def safe_name(text: str) -> str:
-    """A file-name-safe form of a model/device/kind label (``cuda:0`` -> ``cuda-0``)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-")
-    if not cleaned:
-        raise InfoptError(f"Cannot build a file name from {text!r}.")
-    return cleaned
-
-
 def results_paths(out_dir: str | Path, model: str, device: str, kind: str = "results") -> dict[str, Path]:
     """Where :func:`save_results` writes: ``{"csv": ..., "json": ...}``."""
     stem = f"{safe_name(model)}_{safe_name(device)}_{safe_name(kind)}"
@@ -163,7 +156,7 @@ def save_results(df: pd.DataFrame, out_dir: str | Path, model: str, device: str,
     paths = results_paths(out_dir, model, device, kind)
     _refuse_existing(list(paths.values()), overwrite)
     if env is None:
-        from .env import collect
+        from infopt.env import collect
 
         env = collect()
     frame = df.reset_index(drop=True)

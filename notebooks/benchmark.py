@@ -37,13 +37,14 @@ max_time_s: float = 8.0  # cap in seconds on each timed point (lower: faster, wi
 # %%
 import pandas as pd
 from IPython.display import display
-from infopt import plots, report
+from infopt import report
+from infopt.report import explorer, plots
 from infopt.notebook import model_notebook
-from infopt.params import coerce_namespace
+from infopt.run.params import coerce_namespace
 from infopt.results import save_results
-from infopt.benchmark import cold_start, run_batch_sweep
-from infopt.interference import quality_line
-from infopt.timing import TimingConfig
+from infopt.measure.benchmark import cold_start, run_batch_sweep
+from infopt.measure.interference import quality_line
+from infopt.measure.timing import TimingConfig
 
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
@@ -108,7 +109,7 @@ plots.show(plots.latency_distribution(df, title=f"{model} on {label}: latency di
 
 # %%
 if wrapper.is_causal_lm:
-    from infopt.benchmark import run_generation_sweep
+    from infopt.measure.benchmark import run_generation_sweep
 
     repeats = 1 if quick else 3
     gen = run_generation_sweep(wrapper, prompt_lengths=prompt_lengths, new_tokens=new_tokens, use_cache=True,
@@ -133,4 +134,4 @@ else:
 
 # %%
 if interactive:
-    plots.explore(report.gather(results_dir, kind="results"))
+    explorer.explore(report.gather(results_dir, kind="results"))

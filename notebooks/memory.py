@@ -33,11 +33,12 @@ kv_new_tokens: int = 64  # gpt2 only: tokens generated while the KV cache is mea
 # %%
 import pandas as pd
 from IPython.display import display
-from infopt import plots, report
+from infopt import report
+from infopt.report import explorer, plots
 from infopt.notebook import model_notebook
-from infopt.params import coerce_namespace
+from infopt.run.params import coerce_namespace
 from infopt.results import save_results
-from infopt import memory as memory_analysis
+from infopt.analyze import memory as memory_analysis
 
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
@@ -101,4 +102,4 @@ else:
 
 # %%
 if interactive:
-    plots.explore(report.gather(results_dir, kind="memory"), metrics=('peak_memory_mb', 'activation_workspace_mb', 'kv_cache_mb', 'weights_mb'))
+    explorer.explore(report.gather(results_dir, kind="memory"), metrics=('peak_memory_mb', 'activation_workspace_mb', 'kv_cache_mb', 'weights_mb'))

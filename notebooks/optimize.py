@@ -39,12 +39,13 @@ generation_variants: list = ["bf16-weights", "bf16-weights+static-cache", "torch
 # %%
 import pandas as pd
 from IPython.display import display
-from infopt import plots, report
+from infopt import report
+from infopt.report import explorer, plots
 from infopt.notebook import model_notebook
-from infopt.params import coerce_namespace
+from infopt.run.params import coerce_namespace
 from infopt.results import save_results
-from infopt.timing import TimingConfig
-from infopt.variants import SPEEDUP_DEFINITION, describe_variants, recommend, run_variant_sweep
+from infopt.measure.timing import TimingConfig
+from infopt.optimize import SPEEDUP_DEFINITION, describe_variants, recommend, run_variant_sweep
 
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
@@ -104,7 +105,7 @@ recommendations
 
 # %%
 if generation and wrapper.is_causal_lm:
-    from infopt.generation_variants import recommend_generation, run_generation_variant_sweep
+    from infopt.optimize.generation import recommend_generation, run_generation_variant_sweep
 
     gen_sweep = run_generation_variant_sweep(
         wrapper, generation_variants or None, prompt_len=min(prompt_len, 8) if quick else prompt_len,
@@ -130,4 +131,4 @@ else:
 
 # %%
 if interactive:
-    plots.explore(report.gather(results_dir, kind="variants"), metrics=('speedup_vs_baseline', 'latency_p50_ms', 'throughput_items_per_s', 'rel_error'))
+    explorer.explore(report.gather(results_dir, kind="variants"), metrics=('speedup_vs_baseline', 'latency_p50_ms', 'throughput_items_per_s', 'rel_error'))

@@ -33,12 +33,14 @@ peaks_path: str = ""  # JSON of this device's peaks measured earlier in the run 
 # %%
 import pandas as pd
 from IPython.display import display
-from infopt import plots, report
+from infopt import report
+from infopt.report import explorer, plots
 from infopt.notebook import model_notebook
-from infopt.params import coerce_namespace
+from infopt.run.params import coerce_namespace
 from infopt.results import save_results
-from infopt.profiling import profile_model
-from infopt.results import safe_name, save_json
+from infopt.analyze.profiling import profile_model
+from infopt.names import safe_name
+from infopt.results import save_json
 
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
@@ -108,9 +110,9 @@ plots.show(plots.time_breakdown(mods, name_col="module", time_col=mod_time, time
 
 # %%
 from infopt.notebook import device_peaks_once
-from infopt.peaks import peaks_table
-from infopt.roofline import roofline
-from infopt.timing import TimingConfig
+from infopt.analyze.peaks import peaks_table
+from infopt.analyze.roofline import roofline
+from infopt.measure.timing import TimingConfig
 
 peaks = device_peaks_once(wrapper.device, peaks_path, quick=quick)  # measured once per device and run
 save_json(peaks, out / f"{safe_name(model)}_{label}_peaks.json", overwrite=overwrite)  # a spec may hold "/"
@@ -138,4 +140,4 @@ plots.show(plots.roofline_result(roof, title=f"{model} on {label}, batch {batch_
 
 # %%
 if interactive:
-    plots.explore(report.gather(results_dir, kind="roofline_model"), metrics=('roof_fraction', 'achieved_flops_per_s', 'time_ms', 'operational_intensity'))
+    explorer.explore(report.gather(results_dir, kind="roofline_model"), metrics=('roof_fraction', 'achieved_flops_per_s', 'time_ms', 'operational_intensity'))

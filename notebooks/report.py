@@ -28,11 +28,11 @@ interactive: bool = False  # True: ipywidgets controls over the gathered results
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
-from infopt import plots, summary
+from infopt.report import explorer, plots, summary
 from infopt.layout import default_results_dir
 from infopt.notebook import report_notebook
-from infopt.params import coerce_namespace
-from infopt.report import ReportScope, recommendations
+from infopt.run.params import coerce_namespace
+from infopt.report.gathering import ReportScope, recommendations
 
 coerce_namespace(globals())  # "-p include_quick false" arrives as text: typed and checked first
 scope = ReportScope(results_dir or default_results_dir(), run_name, compare_runs, include_quick)
@@ -80,7 +80,7 @@ display(where.style.hide(axis="index") if not where.empty else Markdown("No run 
 # sweep: a disagreement beyond both CIs (+10%) means the machine changed between the notebooks.
 
 # %%
-from infopt.interference import disagreements, quality_table
+from infopt.measure.interference import disagreements, quality_table
 
 quality = quality_table({"benchmark": results, "generation": scope.gather("generation"), "optimize": variants})
 print("Every timed row is clean, converged and has its CI." if quality.empty else
@@ -194,4 +194,4 @@ else:
 
 # %%
 if interactive:
-    plots.explore(results)
+    explorer.explore(results)

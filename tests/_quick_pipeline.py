@@ -1,4 +1,6 @@
-"""One `run_notebooks.py --device cpu --quick` run shared by test_end_to_end.py and test_browser.py.
+"""One `run_notebooks.py --device cpu --quick` run shared by test_end_to_end.py, test_browser.py and test_docs.py.
+
+The command is the README's own quick run (:func:`_readme.quick_command`), with only where to write added.
 
 The run takes a few minutes, so it is made once per pytest process (whichever
 test module asks first) in a temporary folder removed at exit.
@@ -15,7 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from _readme import REPO, quick_command
+
 RUN_NAME = "quick"
 
 
@@ -38,8 +41,7 @@ def quick_run() -> QuickRun:
         atexit.register(shutil.rmtree, output, ignore_errors=True)
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--output", str(output),
-             "--run-name", RUN_NAME],
+            [*quick_command(), "--output", str(output), "--run-name", RUN_NAME],
             capture_output=True, text=True, timeout=900, cwd=str(output),
         )
         _cache["run"] = QuickRun(output, output / RUN_NAME, proc.returncode, proc.stdout, proc.stderr,

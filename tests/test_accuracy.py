@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from infopt.accuracy import FP32_TOLERANCE, REDUCED_TOLERANCE, Tolerance, compare_outputs
+from infopt.optimize.accuracy import FP32_TOLERANCE, REDUCED_TOLERANCE, Tolerance, compare_outputs
 from infopt.errors import InvalidInputError
 
 
@@ -95,7 +95,7 @@ def test_shape_mismatch_raises(logits):
 
 
 def test_default_tolerances_by_precision_and_device():
-    from infopt.accuracy import TF32_TOLERANCE, tolerance_for
+    from infopt.optimize.accuracy import TF32_TOLERANCE, tolerance_for
 
     assert tolerance_for("cpu", reduced_precision=True) is REDUCED_TOLERANCE
     assert tolerance_for("cpu", reduced_precision=False) is FP32_TOLERANCE

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import infopt
-from infopt import benchmark
-from infopt.benchmark import BENCHMARK_COLUMNS, benchmark_point, cold_start, run_batch_sweep
+from infopt.measure import benchmark
+from infopt.measure.benchmark import BENCHMARK_COLUMNS, benchmark_point, cold_start, run_batch_sweep
 from infopt.errors import InvalidInputError
-from infopt.memtrack import MIB, RssSampler, measure_peak_memory
-from infopt.timing import TimingConfig
+from infopt.measure.memtrack import MIB, RssSampler, measure_peak_memory
+from infopt.measure.timing import TimingConfig
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # One thread: the comparison of interest is the harness, and one thread is the

@@ -12,7 +12,7 @@ import papermill
 import pytest
 
 from _quick_pipeline import REPO, quick_run
-from infopt import runner
+from infopt.run import execute as execute_module
 from infopt.results import load_results
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -167,7 +167,7 @@ def test_report_puts_a_run_copied_from_another_machine_side_by_side(run, tmp_pat
     papermill.execute_notebook(
         str(REPO / "notebooks" / "report.ipynb"), str(tmp_path / "report.ipynb"), progress_bar=False,
         parameters={"results_dir": str(results), "output_dir": str(tmp_path / "out")}, kernel_name="python3",
-        kernel_manager_class=runner._kernel_manager_class(), cwd=str(tmp_path))
+        kernel_manager_class=execute_module.kernel_manager_class(), cwd=str(tmp_path))
     nb = _executed(tmp_path / "report.ipynb")
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "other-host" in text and "from-other-host" in text
@@ -185,7 +185,7 @@ def test_notebook_defaults_write_to_the_shared_interactive_folder_and_widgets_ne
     for attempt in range(2):  # twice: a second execution must not collide with the first one's results
         papermill.execute_notebook(
             str(REPO / "notebooks" / "benchmark.ipynb"), str(tmp_path / f"run{attempt}.ipynb"), parameters=params,
-            progress_bar=False, kernel_name="python3", kernel_manager_class=runner._kernel_manager_class(),
+            progress_bar=False, kernel_name="python3", kernel_manager_class=execute_module.kernel_manager_class(),
             cwd=str(tmp_path / "notebooks"), execution_timeout=300)
     # hand runs of one model share one folder; the second replaced the first one's files
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("distilbert_cpu_results.csv")) == \

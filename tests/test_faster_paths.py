@@ -9,15 +9,15 @@ import pytest
 import torch
 
 import infopt
-from infopt.accuracy import REDUCED_TOLERANCE, compare_generation, compare_outputs
+from infopt.optimize.accuracy import REDUCED_TOLERANCE, compare_generation, compare_outputs
 from infopt.errors import InvalidInputError
-from infopt.generation_variants import (GenerateRunner, add_generation_verdicts, default_generation_variants,
+from infopt.optimize.generation import (GenerateRunner, add_generation_verdicts, default_generation_variants,
                                         parse_generation_spec, recommend_generation, run_generation_variant_sweep)
-from infopt.interference import Interference
-from infopt.onnx_runtime import CALIBRATION_BATCHES, CALIBRATION_SEED, ONNXExportError, export_onnx, one_line_reason
-from infopt.timing import TimingConfig
-from infopt.torchao_variants import TORCHAO_VARIANTS
-from infopt.variants import (BASELINE, REFUSALS, VARIANTS, VariantNotApplicableError, apply_variant, run_variant_sweep,
+from infopt.measure.interference import Interference
+from infopt.optimize.onnx_runtime import CALIBRATION_BATCHES, CALIBRATION_SEED, ONNXExportError, export_onnx, one_line_reason
+from infopt.measure.timing import TimingConfig
+from infopt.optimize.torchao import TORCHAO_VARIANTS
+from infopt.optimize import (BASELINE, REFUSALS, VARIANTS, VariantNotApplicableError, apply_variant, run_variant_sweep,
                              unavailable_reason)
 
 SEQ_LEN = 16
@@ -62,7 +62,7 @@ def test_legacy_int8_dynamic_is_na_when_torch_drops_it(tiny_gpt2, monkeypatch):
 
 
 def test_missing_torchao_is_na_with_reason_not_an_import_error(tiny_gpt2, monkeypatch):
-    from infopt import torchao_variants
+    from infopt.optimize import torchao as torchao_variants
 
     monkeypatch.setattr(torchao_variants, "torchao_import_error", lambda: "torchao is not installed")
     with pytest.raises(VariantNotApplicableError, match="torchao is not installed"):
@@ -111,7 +111,7 @@ def test_export_failure_is_one_line():
 
 
 def test_onnx_export_failure_is_an_error_row_and_the_sweep_continues(tiny_resnet, monkeypatch):
-    from infopt import onnx_runtime
+    from infopt.optimize import onnx_runtime
 
     def broken(variant, path):
         raise ONNXExportError("torch.onnx.export failed: unsupported operator aten::fake")
@@ -242,7 +242,7 @@ def test_generation_variant_sweep(tiny_gpt2, tiny_distilbert):
     assert set(ok.drop(index="eager-fp32")["tpot_speedup_verdict"]) == {"too few samples"}
     best = recommend_generation(df)
     assert set(best["metric"]) == {"TPOT", "TTFT"} and best["variant"].notna().all()
-    from infopt import plots
+    from infopt.report import plots
 
     figure = plots.generation_variants(df)
     assert [trace.name for trace in figure.data] == ["TTFT (median)", "TPOT p50 (bar to p99)"]
@@ -267,7 +267,7 @@ def test_static_cache_with_compiled_decode_runs_on_cpu_when_asked(tiny_gpt2):
 
 
 class _BusyWatch:
-    """Stands in for :class:`infopt.interference.watch`: every window it wraps was busy."""
+    """Stands in for :class:`infopt.measure.interference.watch`: every window it wraps was busy."""
 
     def __init__(self, device="cpu"):
         self.result = None
@@ -280,7 +280,7 @@ class _BusyWatch:
 
 
 def test_generation_paired_rounds_carry_interference(tiny_gpt2, monkeypatch):
-    monkeypatch.setattr("infopt.generation_variants.watch", _BusyWatch)  # the paired window only
+    monkeypatch.setattr("infopt.optimize.generation.watch", _BusyWatch)  # the paired window only
     df = run_generation_variant_sweep(tiny_gpt2, ["static-cache"], prompt_len=8, new_tokens=4, batch_size=1,
                                       repeats=1, paired_rounds=2)
     rows = df.set_index("variant")

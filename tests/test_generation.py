@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import infopt
-from infopt.benchmark import run_generation_sweep
+from infopt.measure.benchmark import run_generation_sweep
 from infopt.errors import InvalidInputError
-from infopt.generation import GENERATION_COLUMNS, generate_once
-from infopt.timing import thread_count
+from infopt.measure.generation import GENERATION_COLUMNS, generate_once
+from infopt.measure.timing import thread_count
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 NEW_TOKENS = 6

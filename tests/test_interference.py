@@ -1,6 +1,6 @@
 """Interference detection under a deliberate background load, paired speedups, and run-consistency checks.
 
-The load is child processes spinning on the CPU (:class:`infopt.interference.BackgroundLoad`), started and
+The load is child processes spinning on the CPU (:class:`infopt.measure.interference.BackgroundLoad`), started and
 stopped by each test and bounded in time. Assertions that need a quiet machine skip when the machine is
 already busy before the test starts (other work on a shared box): run this file alone for the full check.
 Loaded-case assertions hold either way, because the load adds far more than the threshold.
@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from infopt import benchmark
-from infopt.interference import (CPU_THRESHOLD_CORES, DISAGREE_MESSAGE, BackgroundLoad, Interference, check_machine,
+from infopt.measure import benchmark
+from infopt.measure.interference import (CPU_THRESHOLD_CORES, DISAGREE_MESSAGE, BackgroundLoad, Interference, check_machine,
                                  ci_text, combine, disagreements, quality_counts, watch)
-from infopt.timing import TimingConfig, measure
-from infopt.variants import paired_speedup
+from infopt.measure.timing import TimingConfig, measure
+from infopt.optimize import paired_speedup
 
 #: More spinners than the 2 cores of a small CI machine, so the load is unmistakable.
 LOAD = 3
@@ -180,7 +180,7 @@ def _run_args(tmp_path, *extra):
 def test_runner_checks_the_machine_and_strict_quiet_refuses(tmp_path, capsys):
     import json
 
-    from infopt import runner
+    from infopt.run import runner
 
     with BackgroundLoad(LOAD, max_seconds=60):
         code = runner.main(_run_args(tmp_path, "--strict-quiet"))
@@ -195,7 +195,7 @@ def test_runner_checks_the_machine_and_strict_quiet_refuses(tmp_path, capsys):
 def test_runner_records_a_busy_machine_and_carries_on(tmp_path, capsys, monkeypatch):
     import json
 
-    from infopt import runner
+    from infopt.run import runner
 
     ran = []
 
@@ -213,7 +213,7 @@ def test_runner_records_a_busy_machine_and_carries_on(tmp_path, capsys, monkeypa
 
 
 def test_run_quality_lines_count_what_needs_attention(tmp_path):
-    from infopt.interference import run_quality_lines
+    from infopt.measure.interference import run_quality_lines
 
     folder = tmp_path / "cpu" / "m"
     folder.mkdir(parents=True)
@@ -229,7 +229,7 @@ def test_run_quality_lines_count_what_needs_attention(tmp_path):
 
 
 def test_quality_table_lists_only_groups_that_need_attention():
-    from infopt.interference import quality_table
+    from infopt.measure.interference import quality_table
 
     clean = pd.DataFrame([{**_timed(1.0, 0.9, 1.1, converged=True, interference=False), "run": "a"}])
     noisy = pd.DataFrame([{**_timed(1.0, 0.9, 1.1, converged=False, interference=True), "run": "a"}])
@@ -239,7 +239,7 @@ def test_quality_table_lists_only_groups_that_need_attention():
 
 
 def test_device_peaks_carry_interference_per_measurement():
-    from infopt.peaks import device_peaks
+    from infopt.analyze.peaks import device_peaks
 
     peaks = device_peaks("cpu", dtypes=["float32"], quick=True)
     for entry in (peaks["matmul"]["float32"], peaks["conv"]["float32"], peaks["bandwidth"]):
@@ -290,7 +290,7 @@ def test_gpu_without_nvml_is_not_checked_never_clean(monkeypatch):
 
 
 def test_quality_line_says_what_to_do():
-    from infopt.interference import quality_line
+    from infopt.measure.interference import quality_line
 
     clean = pd.DataFrame([_timed(1.0, 0.9, 1.1, converged=True, interference=False)])
     assert quality_line(clean) == "All 1 timed rows are converged, with a CI, on a quiet machine."

@@ -1,7 +1,7 @@
 """The interactive explorer in a real JupyterLab, driven by Playwright with the system Chromium.
 
 The test starts JupyterLab on localhost (fresh config, runtime and workspace
-folders, a random token), opens a notebook that calls ``plots.explore`` on a
+folders, a random token), opens a notebook that calls ``explorer.explore`` on a
 small frame, runs it, then changes the controls and asserts that the ONE chart
 in the widget's output area is redrawn in place (axis title and traces follow
 the controls). Calling ``explore`` without a frontend cannot show this: the bug
@@ -38,7 +38,7 @@ pytestmark = [
 
 NOTEBOOK_CODE = """\
 import pandas as pd
-from infopt import plots
+from infopt.report import explorer, plots
 
 plots.use_notebook_renderer()
 rows = [{"model": model, "device": "cpu", "variant": "eager-fp32", "batch_size": batch, "status": "ok",
@@ -46,7 +46,7 @@ rows = [{"model": model, "device": "cpu", "variant": "eager-fp32", "batch_size":
          "peak_memory_mb": 100 + scale * batch}
         for model, scale in (("alpha", 1.0), ("beta", 3.0)) for batch in (1, 2, 4)]
 plots.show(plots.throughput(pd.DataFrame(rows), title="stored as Plotly JSON only"))
-box = plots.explore(pd.DataFrame(rows))
+box = explorer.explore(pd.DataFrame(rows))
 """
 
 

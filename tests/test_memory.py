@@ -1,4 +1,4 @@
-"""Memory vs batch size, memory timeline and KV cache accounting (infopt.memory)."""
+"""Memory vs batch size, memory timeline and KV cache accounting (infopt.analyze.memory)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import infopt
-import infopt.memory as memory
+import infopt.analyze.memory as memory
 from infopt.errors import InvalidInputError
-from infopt.memory import kv_cache_analytic_bytes, kv_cache_sweep, memory_timeline, memory_vs_batch
+from infopt.analyze.memory import kv_cache_analytic_bytes, kv_cache_sweep, memory_timeline, memory_vs_batch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 MIB = 2**20

@@ -207,7 +207,7 @@ def test_hf_llama_gqa_interface_and_token_ids(llama):
 
 
 def test_hf_llama_kv_cache_matches_grouped_query_analytic_size(llama):
-    from infopt.memory import kv_cache_analytic_bytes, kv_cache_sweep
+    from infopt.analyze.memory import kv_cache_analytic_bytes, kv_cache_sweep
 
     table = kv_cache_sweep(llama, batch_size=2, prompt_len=8, new_tokens=4, check_generate=False)
     row = table.iloc[-1]
@@ -218,7 +218,7 @@ def test_hf_llama_kv_cache_matches_grouped_query_analytic_size(llama):
 
 
 def test_hf_llama_generation_with_and_without_cache(llama):
-    from infopt.generation import run_generation_sweep
+    from infopt.measure.generation import run_generation_sweep
 
     table = run_generation_sweep(llama, prompt_lengths=[8], batch_sizes=[1], new_tokens=3, use_cache=[True, False],
                                  repeats=1, warmup=0, measure_memory=False)
@@ -359,7 +359,7 @@ def test_unimportable_factory_module(tmp_path, monkeypatch):
 def test_runner_exits_2_on_a_bad_spec_before_any_kernel(spec, tmp_path, monkeypatch, capsys):
     from huggingface_hub import constants
 
-    from infopt import runner
+    from infopt.run import runner
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -412,7 +412,7 @@ def test_hf_pretrained_loads_the_local_weights(hf_folders, tmp_path):
 def test_accuracy_guard_compares_argmax_only_for_logit_tasks(task, argmax):
     import math
 
-    from infopt.accuracy import compare_outputs
+    from infopt.optimize.accuracy import compare_outputs
     from infopt.models import TASKS
 
     assert task in TASKS
@@ -422,23 +422,24 @@ def test_accuracy_guard_compares_argmax_only_for_logit_tasks(task, argmax):
 
 
 def test_runner_plan_uses_canonical_specs_and_safe_folders(tmp_path, monkeypatch, factory_module):
-    from infopt import runner
+    from infopt.run import cli
+    from infopt.run import plan as plan_module
 
     write_config(tmp_path / "models" / "tiny-bert", BERT)
-    args = runner.build_parser().parse_args([
+    args = cli.build_parser().parse_args([
         "--device", "cpu", "--quick", "--output", str(tmp_path / "out"), "--run-name", "r", "--notebooks", "benchmark",
         "--models", "hf:./models/tiny-bert", "torchvision:vit_b_16?image_size=64", f"py:{factory_module}:mlp"])
-    plan = runner.build_plan(args)
+    plan = plan_module.build_plan(args)
     absolute = f"hf:{tmp_path / 'models' / 'tiny-bert'}"
     assert plan.settings["models"] == [absolute, "torchvision:vit_b_16?image_size=64", f"py:{factory_module}:mlp"]
     jobs = {job.model: job for job in plan.jobs if job.model}
     assert jobs[absolute].parameters["model"] == absolute  # the kernel runs in another folder: absolute path
     folders = sorted(job.output.parent.name for job in jobs.values())
     assert folders == ["hf-tiny-bert", f"py-{factory_module}-mlp", "torchvision-vit_b_16-image_size-64"]
-    args = runner.build_parser().parse_args(["--device", "cpu", "--output", str(tmp_path / "out"), "--run-name", "s",
+    args = cli.build_parser().parse_args(["--device", "cpu", "--output", str(tmp_path / "out"), "--run-name", "s",
                                              "--models", "hf:./models/tiny-bert", f"hf:{tmp_path}/models/tiny-bert"])
     with pytest.raises(InvalidInputError, match="twice"):
-        runner.build_plan(args)
+        plan_module.build_plan(args)
 
 
 def test_torchvision_pretrained_offline_is_one_clear_sentence(tmp_path, monkeypatch):
@@ -463,7 +464,7 @@ def test_hf_cnn_config_without_image_size(tmp_path):
 def test_variant_applicability_comes_from_the_interface(llama, factory_module, tiny_models, monkeypatch):
     from pathlib import Path
 
-    from infopt.variants import list_variants
+    from infopt.optimize import list_variants
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
     cnn = infopt.load_model("py:my_model:make_model")             # a factory with 4-D image inputs

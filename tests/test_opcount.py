@@ -1,4 +1,4 @@
-"""FLOP and byte counting per operator and per module (infopt.opcount)."""
+"""FLOP and byte counting per operator and per module (infopt.analyze.opcount)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 import infopt
 from infopt.flops import count_flops
-from infopt.opcount import ROOT_NAME, count_model, count_ops, tensor_footprint_bytes
+from infopt.analyze.opcount import ROOT_NAME, count_model, count_ops, tensor_footprint_bytes
 
 MIB = 2**20
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infopt.errors import InvalidInputError
-from infopt.params import coerce, coerce_namespace
+from infopt.run.params import coerce, coerce_namespace
 
 TYPES = {"quick": bool, "batch_sizes": list, "seq_len": int, "max_time_s": float, "run_name": str,
          "variants": list}

@@ -10,9 +10,9 @@ import plotly.io as pio
 import pytest
 
 import infopt
-from infopt import plots
-from infopt.benchmark import run_batch_sweep
-from infopt.timing import TimingConfig
+from infopt.report import explorer, plots
+from infopt.measure.benchmark import run_batch_sweep
+from infopt.measure.timing import TimingConfig
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_html_export_hides_code_and_loads_the_shared_plotly_js_without_cdn(tmp_p
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-    from infopt import htmlexport
+    from infopt.report import htmlexport
 
     (tmp_path / "run.json").write_text("{}")
     figure = plots.throughput(sweep).to_plotly_json()
@@ -189,7 +189,7 @@ def test_compare_labels_series_by_what_varies(sweep):
 
 
 def test_explore_builds_widgets_without_blocking(sweep):
-    box = plots.explore(sweep.assign(run="r1"))
+    box = explorer.explore(sweep.assign(run="r1"))
     dropdowns = [w for row in box.children[:2] for w in row.children]
     assert [w.description for w in dropdowns] == ["model", "device", "variant", "batch sizes", "metric"]
     assert "latency_p50_ms" in dropdowns[-1].options

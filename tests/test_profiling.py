@@ -1,4 +1,4 @@
-"""torch.profiler tables, module attribution, trace export and overhead analysis (infopt.profiling)."""
+"""torch.profiler tables, module attribution, trace export and overhead analysis (infopt.analyze.profiling)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch.nn.modules import module as nn_module
 
 from infopt.errors import InvalidInputError
-from infopt.opcount import ROOT_NAME
-from infopt.profiling import profile_model, python_hotspots
+from infopt.analyze.opcount import ROOT_NAME
+from infopt.analyze.profiling import profile_model, python_hotspots
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

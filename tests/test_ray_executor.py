@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from infopt import runner
-from infopt.ray_executor import (RayExecutorError, check_options, check_targets, matching_nodes, pack,
+from infopt.run import runner
+from infopt.run import cli
+from infopt.run.ray_executor import (RayExecutorError, check_options, check_targets, matching_nodes, pack,
                                  probe_address, task_options, unpack)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,13 +56,13 @@ def test_unreachable_cluster_stops_with_one_line_before_anything_runs(tmp_path, 
 
 
 def test_option_misfits_are_refused():
-    args = runner.build_parser().parse_args(["--ray-address", "10.0.0.1:6379"])
+    args = cli.build_parser().parse_args(["--ray-address", "10.0.0.1:6379"])
     with pytest.raises(RayExecutorError, match="only applies to --executor ray"):
         check_options(args)
-    args = runner.build_parser().parse_args(["--executor", "ray", "--device", "cuda:1"])
+    args = cli.build_parser().parse_args(["--executor", "ray", "--device", "cuda:1"])
     with pytest.raises(RayExecutorError, match="whole GPU"):
         check_options(args)
-    check_options(runner.build_parser().parse_args(["--executor", "ray", "--device", "cuda"]))  # Ray picks it
+    check_options(cli.build_parser().parse_args(["--executor", "ray", "--device", "cuda"]))  # Ray picks it
     with pytest.raises(RayExecutorError, match="HOST:PORT"):
         probe_address("no-port-here")
 
@@ -163,7 +164,8 @@ def _fake_two_target_run(root: Path) -> Path:
 
 
 def test_report_rows_carry_the_worker_host_and_keep_targets_apart(tmp_path):
-    from infopt import report, summary
+    from infopt import report
+    from infopt.report import summary
 
     run = _fake_two_target_run(tmp_path)
     frame = report.gather(tmp_path)

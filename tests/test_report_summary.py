@@ -8,9 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-from infopt import summary
+from infopt.report import summary
 from infopt.errors import InvalidInputError
-from infopt.report import ReportScope
+from infopt.report.gathering import ReportScope
 from infopt.results import save_results
 
 ENV = {"hostname": "host-a"}
@@ -136,7 +136,7 @@ def test_headline_marks_latency_timed_on_a_busy_machine():
 
 def test_headline_of_frames_without_model_keys_is_empty_not_an_error():
     """A run of the memory notebook alone leaves nothing the summary reads: an empty table, not a crash."""
-    from infopt.summary import headline
+    from infopt.report.summary import headline
 
     assert headline(pd.DataFrame(), None, None).empty
     assert headline(pd.DataFrame({"unrelated": [1]}), None, None).empty

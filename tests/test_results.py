@@ -9,7 +9,8 @@ import pytest
 
 from infopt import results
 from infopt.errors import InfoptError
-from infopt.results import (ResultsExistError, load_results, results_paths, safe_name, save_json, save_results,
+from infopt.names import safe_name
+from infopt.results import (ResultsExistError, load_results, results_paths, save_json, save_results,
                             to_jsonable)
 
 ENV = {"hostname": "test-host", "torch": "x"}  # keeps the tests fast; save_results collects it by default

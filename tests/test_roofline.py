@@ -1,4 +1,4 @@
-"""Device peaks and the roofline (infopt.peaks, infopt.roofline)."""
+"""Device peaks and the roofline (infopt.analyze.peaks, infopt.analyze.roofline)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 
 import infopt
 from infopt.errors import InvalidInputError
-from infopt.peaks import device_peaks, peak_bandwidth, peak_flops, peaks_table
-from infopt.roofline import ROOF_TOLERANCE, roof_at, roofline
-from infopt.timing import TimingConfig
+from infopt.analyze.peaks import device_peaks, peak_bandwidth, peak_flops, peaks_table
+from infopt.analyze.roofline import ROOF_TOLERANCE, roof_at, roofline
+from infopt.measure.timing import TimingConfig
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -52,7 +52,7 @@ def test_measured_peak_is_the_best_kernel_family_and_names_it(cpu_peaks):
 
 
 def test_quick_peaks_use_smaller_cpu_sizes_than_full():
-    from infopt.peaks import _CONV_SHAPES, _conv_batch, _matmul_sizes
+    from infopt.analyze.peaks import _CONV_SHAPES, _conv_batch, _matmul_sizes
 
     assert max(_matmul_sizes("cpu", True)) < max(_matmul_sizes("cpu", False))
     assert _conv_batch("cpu", True) < _conv_batch("cpu", False)
@@ -69,7 +69,7 @@ def test_peak_flops_reads_older_matmul_only_files():
 def test_points_above_roof_are_explained(tiny_resnet, cpu_peaks):
     # a deliberately low peak puts convolutions above their roof: stride-1 3x3 ones are labelled as possible
     # reduced-FLOP (Winograd/FFT) kernels with nominal FLOPs and rate; others say the peak or count is wrong
-    from infopt.roofline import REDUCED_FLOP_NOTE, UNEXPLAINED_NOTE, reduced_flop_candidates
+    from infopt.analyze.roofline import REDUCED_FLOP_NOTE, UNEXPLAINED_NOTE, reduced_flop_candidates
 
     low = {**cpu_peaks, "compute": {"float32": {"status": "ok", "measured_flops_per_s": 1e6, "kernel": "fake"}}}
     result = roofline(tiny_resnet, 1, peaks=low, timing=TimingConfig.quick())

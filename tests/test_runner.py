@@ -17,7 +17,13 @@ import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from infopt import runner
+from infopt.run import runner
+from infopt.run import executors
+from infopt.run import execute as execute_module
+from infopt.run import manifest as manifest_module
+from infopt.run import estimate
+from infopt.run import plan as plan_module
+from infopt.run import cli
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -203,7 +209,7 @@ def test_failing_notebook_is_recorded_others_run_and_exit_1_then_resume(tmp_path
 
 
 def test_ctrl_c_marks_the_run_interrupted_and_keeps_finished_results(tmp_path, stub_notebooks, monkeypatch, capsys):
-    real_execute = runner.execute
+    real_execute = executors.execute
     calls = []
 
     def execute_then_interrupt(job, **kwargs):
@@ -212,7 +218,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_keeps_finished_results(tmp_path, s
             raise KeyboardInterrupt
         real_execute(job, **kwargs)
 
-    monkeypatch.setattr(runner, "execute", execute_then_interrupt)
+    monkeypatch.setattr(executors, "execute", execute_then_interrupt)
     code = runner.main(_base(tmp_path, "--notebook-dir", str(stub_notebooks), "--notebooks", "benchmark",
                              "--no-html"))
     assert code == 130
@@ -232,7 +238,7 @@ def test_html_export_keeps_charts_from_text_html(tmp_path):
         "application/vnd.plotly.v1+json": {"data": [], "layout": {}}})]
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, str(path))
-    html = runner.export_html(path).read_text()
+    html = execute_module.export_html(path).read_text()
     assert 'class="plotly-graph-div"' in html
 
 
@@ -284,8 +290,8 @@ def test_notebook_defaults_are_the_full_preset(name):
 def test_runner_parameters_come_from_the_preset(tmp_path):
     from infopt import presets
 
-    args = runner.build_parser().parse_args(["--device", "cpu", "--output", str(tmp_path), "--run-name", "x"])
-    plan = runner.build_plan(args)
+    args = cli.build_parser().parse_args(["--device", "cpu", "--output", str(tmp_path), "--run-name", "x"])
+    plan = plan_module.build_plan(args)
     assert plan.settings["preset"] == "full-cpu"
     assert plan.settings["preset_values"]["benchmark_max_time_s"] == presets.CPU_BENCHMARK_MAX_TIME_S
     optimize = next(job for job in plan.jobs if job.key == "gpt2/optimize")
@@ -294,9 +300,9 @@ def test_runner_parameters_come_from_the_preset(tmp_path):
     profile = next(job for job in plan.jobs if job.key == "resnet50/profile")
     assert profile.parameters["batch_size"] == 8
     assert profile.parameters["peaks_path"] == str(tmp_path.resolve() / "x" / "cpu" / "device_peaks.json")
-    args = runner.build_parser().parse_args(["--device", "cpu", "--quick", "--batch-sizes", "3", "16",
+    args = cli.build_parser().parse_args(["--device", "cpu", "--quick", "--batch-sizes", "3", "16",
                                              "--output", str(tmp_path), "--run-name", "y"])
-    plan = runner.build_plan(args)
+    plan = plan_module.build_plan(args)
     params = {job.key: job.parameters for job in plan.jobs}
     assert plan.settings["preset"] == "quick"
     assert params["gpt2/memory"]["batch_sizes"] == [3, 16] and params["gpt2/memory"]["timeline_batch_size"] == 3
@@ -342,10 +348,10 @@ def test_param_is_checked_like_the_named_flags_before_any_kernel(tmp_path, capsy
 
 
 def test_valid_params_are_converted_to_their_declared_type(tmp_path, stub_notebooks):
-    args = runner.build_parser().parse_args(_base(tmp_path, "--notebook-dir", str(stub_notebooks), "--notebooks",
+    args = cli.build_parser().parse_args(_base(tmp_path, "--notebook-dir", str(stub_notebooks), "--notebooks",
                                                   "benchmark", "--param", "max_time_s=2", "--param",
                                                   "no_cache_prompt_lengths=[]"))
-    plan = runner.build_plan(args)
+    plan = plan_module.build_plan(args)
     assert plan.settings["extra_parameters"] == {"max_time_s": 2.0, "no_cache_prompt_lengths": []}
     benchmark = plan.jobs[0].parameters
     assert benchmark["max_time_s"] == 2.0 and isinstance(benchmark["max_time_s"], float)
@@ -366,9 +372,9 @@ def test_run_names_and_devices_are_refused_in_one_line(tmp_path, capsys, no_kern
 
 
 def test_device_cuda_n_is_accepted_by_the_command_line():
-    args = runner.build_parser().parse_args(["--device", "cuda:1"])
+    args = cli.build_parser().parse_args(["--device", "cuda:1"])
     assert args.device == ["cuda:1"]
-    args = runner.build_parser().parse_args(["--device", "CUDA", "cuda@ zone=a , accelerator_type:H100"])
+    args = cli.build_parser().parse_args(["--device", "CUDA", "cuda@ zone=a , accelerator_type:H100"])
     assert args.device == ["cuda", "cuda@accelerator_type:H100,zone=a"]  # canonical text; availability later
 
 
@@ -674,10 +680,10 @@ def test_targets_that_resolve_to_one_device_or_are_missing_here_are_refused(tmp_
 
 def test_a_plan_with_two_targets_has_one_tree_each(tmp_path, monkeypatch):
     _gpu_visible(monkeypatch)
-    args = runner.build_parser().parse_args(["--device", "cuda", "cpu", "--models", "resnet50", "gpt2",
+    args = cli.build_parser().parse_args(["--device", "cuda", "cpu", "--models", "resnet50", "gpt2",
                                              "--notebooks", "benchmark", "profile", "--output", str(tmp_path),
                                              "--run-name", "two"])
-    plan = runner.build_plan(args)
+    plan = plan_module.build_plan(args)
     run = tmp_path.resolve() / "two"
     assert [t.label for t in plan.targets] == ["cuda", "cpu"] and [t.device for t in plan.targets] == ["cuda:0", "cpu"]
     keys = [job.key for job in plan.jobs]
@@ -694,22 +700,22 @@ def test_a_plan_with_two_targets_has_one_tree_each(tmp_path, monkeypatch):
     assert plan.settings["preset"] == {"cuda": "full", "cpu": "full-cpu"}
     assert plan.settings["device"] == ["cuda", "cpu"]
     assert jobs["cpu/gpt2/benchmark"].parameters["max_time_s"] != jobs["cuda/gpt2/benchmark"].parameters["max_time_s"]
-    manifest = runner.Manifest(plan, ["run_notebooks.py"]).data
+    manifest = manifest_module.Manifest(plan, ["run_notebooks.py"]).data
     assert "device" not in manifest and [t["label"] for t in manifest["targets"]] == ["cuda", "cpu"]
     plan.run_dir.mkdir(parents=True)
-    runner.Manifest(plan, ["run_notebooks.py"]).save()
+    manifest_module.Manifest(plan, ["run_notebooks.py"]).save()
     entry = {e["key"]: e for e in _manifest(plan.run_dir)["notebooks"]}["cuda/gpt2/benchmark"]
     assert entry["device"] == "cuda" and entry["target"] == "cuda" and entry["host"] is None  # not run yet
-    assert runner.estimate_seconds(plan, {}) > 0
+    assert estimate.estimate_seconds(plan, {}) > 0
 
 
 def test_a_single_target_run_keeps_its_keys_folders_and_manifest_fields(tmp_path):
-    args = runner.build_parser().parse_args(["--device", "cpu", "--quick", "--models", "resnet50", "--notebooks",
+    args = cli.build_parser().parse_args(["--device", "cpu", "--quick", "--models", "resnet50", "--notebooks",
                                              "benchmark", "--output", str(tmp_path), "--run-name", "one"])
-    plan = runner.build_plan(args)
+    plan = plan_module.build_plan(args)
     assert [job.key for job in plan.jobs] == ["resnet50/benchmark", "report"]
     assert plan.jobs[0].output == tmp_path.resolve() / "one" / "cpu" / "resnet50" / "benchmark.ipynb"
-    data = runner.Manifest(plan, ["run_notebooks.py"]).data
+    data = manifest_module.Manifest(plan, ["run_notebooks.py"]).data
     assert data["device"] == {"device": "cpu", "requested": "cpu", "reason": "requested"}
     assert data["device_label"] == "cpu" and data["settings"]["device"] == "cpu"
     assert data["settings"]["preset"] == "quick"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from infopt.stats import STAT_KEYS, median_ci, median_ci_ranks, relative_ci_halfwidth, summarize
+from infopt.measure.stats import STAT_KEYS, median_ci, median_ci_ranks, relative_ci_halfwidth, summarize
 
 
 def test_summarize_matches_numpy_on_known_samples():

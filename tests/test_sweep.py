@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from infopt.errors import InvalidInputError
-from infopt.sweep import Point, check_batch_sizes, resolve_seq_len, run_points, skip_message
+from infopt.measure.sweep import Point, check_batch_sizes, resolve_seq_len, run_points, skip_message
 
 
 def _point(batch, seq=None, **settings):

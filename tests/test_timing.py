@@ -12,7 +12,7 @@ from torch.utils import benchmark as torch_benchmark
 
 import infopt
 from infopt.errors import InvalidInputError
-from infopt.timing import Measurement, TimingConfig, describe_failure, make_timer, measure, thread_count
+from infopt.measure.timing import Measurement, TimingConfig, describe_failure, make_timer, measure, thread_count
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

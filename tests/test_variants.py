@@ -8,10 +8,10 @@ import torch
 
 import infopt
 
-from infopt.accuracy import compare_outputs
+from infopt.optimize.accuracy import compare_outputs
 from infopt.errors import InvalidInputError
-from infopt.timing import TimingConfig
-from infopt.variants import (BASELINE, REFUSALS, SWEEP_COLUMNS, VARIANTS, UnknownVariantError, Variant,
+from infopt.measure.timing import TimingConfig
+from infopt.optimize import (BASELINE, REFUSALS, SWEEP_COLUMNS, VARIANTS, UnknownVariantError, Variant,
                              VariantError, VariantNotApplicableError, add_speedups, add_verdicts, apply_variant,
                              canonical_spec, default_variants, list_variants, parse_spec, recommend,
                              register_variant, run_variant_sweep, speedup_verdict, unregister_variant)

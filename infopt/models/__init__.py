@@ -14,9 +14,9 @@ import importlib
 
 import torch
 
-from ..errors import InvalidInputError, UnknownModelError
-from .base import ARGMAX_TASKS, TASKS, Inputs, ModelWrapper
-from .specs import ModelSpec, parse_spec, spec_folder_name, spec_help
+from infopt.errors import InvalidInputError, UnknownModelError
+from infopt.models.base import ARGMAX_TASKS, TASKS, Inputs, ModelWrapper
+from infopt.models.specs import ModelSpec, parse_spec, spec_folder_name, spec_help
 
 REGISTRY: dict[str, str] = {
     "resnet50": "resnet:ResNet50",
@@ -54,15 +54,15 @@ def validate_spec(spec: str) -> str:
         check_model_name(parsed.target)  # no import: the model's library loads in the kernel
         return parsed.text
     if parsed.kind == "torchvision":
-        from .torchvision_models import check_torchvision
+        from infopt.models.torchvision_models import check_torchvision
 
         check_torchvision(parsed.target, dict(parsed.options))
         return parsed.text
     if parsed.kind == "hf":
-        from .hf import resolve_hf
+        from infopt.models.hf import resolve_hf
 
         return resolve_hf(parsed.target, dict(parsed.options)).spec.text
-    from .factory import check_factory
+    from infopt.models.factory import check_factory
 
     check_factory(parsed)
     return parsed.text
@@ -97,7 +97,7 @@ def load_model(name: str, device: str | torch.device = "cpu", weights: str = "ra
         raise InvalidInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}.")
     if size not in SIZES:
         raise InvalidInputError(f"size must be one of {', '.join(SIZES)}, got {size!r}.")
-    from ..devices import resolve_device
+    from infopt.devices import resolve_device
 
     target = resolve_device(device)  # refuse an unusable device before building anything
     wrapper = model_class.build(weights=weights, size=size, seed=seed, **opts)
@@ -122,7 +122,7 @@ def describe_size(spec: str, size: str) -> dict:
     elif parsed.kind == "hf":
         import copy
 
-        from .hf import resolve_hf, shrink_config
+        from infopt.models.hf import resolve_hf, shrink_config
 
         source = resolve_hf(parsed.target, dict(parsed.options))
         entry["spec"] = source.spec.text
@@ -140,21 +140,21 @@ def _load_spec(parsed: ModelSpec, device, weights: str, size: str, seed: int, op
         raise InvalidInputError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}.")
     if size not in SIZES:
         raise InvalidInputError(f"size must be one of {', '.join(SIZES)}, got {size!r}.")
-    from ..devices import resolve_device
+    from infopt.devices import resolve_device
 
     target = resolve_device(device)
     options = {**parsed.options, **opts}
     spec = ModelSpec(parsed.kind, parsed.target, options)
     if parsed.kind == "torchvision":
-        from .torchvision_models import build_torchvision
+        from infopt.models.torchvision_models import build_torchvision
 
         wrapper = build_torchvision(spec, weights=weights, size=size, seed=seed)
     elif parsed.kind == "hf":
-        from .hf import build_hf
+        from infopt.models.hf import build_hf
 
         wrapper = build_hf(spec, weights=weights, size=size, seed=seed)
     else:
-        from .factory import build_factory
+        from infopt.models.factory import build_factory
 
         wrapper = build_factory(spec, weights=weights, size=size, seed=seed)
     return wrapper.to(target)

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..devices import resolve_device
-from ..errors import InvalidInputError
-from ..presets import DEFAULT_SEQ_LEN  # noqa: F401 - sequence length text models run at when none is given
+from infopt.devices import resolve_device
+from infopt.errors import InvalidInputError
+from infopt.presets import DEFAULT_SEQ_LEN  # noqa: F401 - sequence length text models run at when none is given
 
 Inputs = dict[str, torch.Tensor]
 
@@ -47,6 +47,14 @@ ARGMAX_TASKS: dict[str, str] = {
 }
 #: Tasks whose inputs are token ids.
 TEXT_TASKS = ("causal-lm", "masked-lm", "encoder", "text-classification")
+
+
+
+def check_batch_size(batch_size: int) -> int:
+    """One batch size: an integer of at least 1 (the one check models and the sweeps share)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"Batch size must be an integer of at least 1, got {batch_size!r}.")
+    return batch_size
 
 
 class ModelWrapper(ABC):
@@ -129,8 +137,6 @@ class ModelWrapper(ABC):
         return seq_len
 
     def _check_batch_size(self, batch_size: int) -> int:
-        from ..sweep import check_batch_size  # the one batch-size check, shared with the sweeps
-
         return check_batch_size(batch_size)
 
     def _generator(self, seed: int | None) -> torch.Generator:
@@ -202,7 +208,7 @@ class ModelWrapper(ABC):
         Counted on a batch of one with :func:`infopt.flops.count_flops`, which
         includes attention kernels that ``FlopCounterMode`` skips by default.
         """
-        from ..flops import count_flops
+        from infopt.flops import count_flops
 
         key = seq_len if self.is_text else "image"
         if key not in self._flops_cache:

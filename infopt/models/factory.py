@@ -27,10 +27,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..determinism import seed_everything
-from ..errors import InvalidInputError
-from .base import TASKS, Inputs, ModelWrapper
-from .specs import ModelSpec
+from infopt.determinism import seed_everything
+from infopt.errors import InvalidInputError
+from infopt.models.base import TASKS, Inputs, ModelWrapper
+from infopt.models.specs import ModelSpec
 
 _ARG = "arg"
 

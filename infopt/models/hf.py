@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from ..determinism import seed_everything
-from ..errors import InvalidInputError, WeightsUnavailableError
-from .base import DEFAULT_SEQ_LEN, TEXT_TASKS, Inputs, ModelWrapper
-from .specs import ModelSpec, is_path_like
+from infopt.determinism import seed_everything
+from infopt.errors import InvalidInputError, WeightsUnavailableError
+from infopt.models.base import DEFAULT_SEQ_LEN, TEXT_TASKS, Inputs, ModelWrapper
+from infopt.models.specs import ModelSpec, is_path_like
 
 #: task -> (transformers auto class, its mapping of model_type -> class name, output field).
 TASK_CLASSES = {

@@ -6,10 +6,10 @@ import torch
 from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from ..determinism import seed_everything
-from ..errors import InvalidInputError
-from .base import Inputs, ModelWrapper
-from .weights import load_torchvision_weights
+from infopt.determinism import seed_everything
+from infopt.errors import InvalidInputError
+from infopt.models.base import Inputs, ModelWrapper
+from infopt.models.weights import load_torchvision_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UnknownModelError
+from infopt.errors import UnknownModelError
 
 PREFIXES = ("torchvision", "hf", "py")
 #: Options that say how to get a model, not which model it is: left out of display and folder names.
@@ -35,7 +35,7 @@ SPEC_HELP = (
 
 def spec_help() -> str:
     """One paragraph that explains the spec forms (for errors, ``--list`` and docs)."""
-    from . import list_models
+    from infopt.models import list_models
 
     return SPEC_HELP.format(builtins=", ".join(list_models()))
 
@@ -96,7 +96,7 @@ def _parse_options(text: str, spec: str) -> dict:
 
 def parse_spec(spec: str) -> ModelSpec:
     """Split a spec string into kind, target and options (no file system or import access)."""
-    from . import REGISTRY
+    from infopt.models import REGISTRY
 
     if not isinstance(spec, str) or not spec.strip():
         raise UnknownModelError(f"A model spec must be a non-empty string, got {spec!r}. {spec_help()}")
@@ -121,7 +121,7 @@ def spec_folder_name(spec: str | ModelSpec) -> str:
     Built from the display name (a local ``hf:`` folder by its last part) plus
     any options, so the same model with other options gets another folder.
     """
-    from ..results import safe_name
+    from infopt.names import safe_name
 
     parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     return safe_name(parsed.display_name)  # every ':', '/', '?', '&', '=' becomes '-'

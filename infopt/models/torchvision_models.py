@@ -23,12 +23,12 @@ import warnings
 
 import torch
 
-from ..determinism import seed_everything
-from ..errors import InvalidInputError, UnknownModelError
-from .base import Inputs, ModelWrapper
-from .resnet import IMAGENET_MEAN, IMAGENET_STD
-from .specs import ModelSpec
-from .weights import load_torchvision_weights
+from infopt.determinism import seed_everything
+from infopt.errors import InvalidInputError, UnknownModelError
+from infopt.models.base import Inputs, ModelWrapper
+from infopt.models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from infopt.models.specs import ModelSpec
+from infopt.models.weights import load_torchvision_weights
 
 #: torchvision sub-packages whose models the lab does not run, and why.
 UNSUPPORTED_FAMILIES = {

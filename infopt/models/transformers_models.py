@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from transformers import DistilBertConfig, DistilBertModel, GPT2Config, GPT2LMHeadModel
 
-from ..determinism import seed_everything
-from ..errors import InvalidInputError
-from .base import DEFAULT_SEQ_LEN, Inputs, ModelWrapper
-from .weights import load_hf_pretrained
+from infopt.determinism import seed_everything
+from infopt.errors import InvalidInputError
+from infopt.models.base import DEFAULT_SEQ_LEN, Inputs, ModelWrapper
+from infopt.models.weights import load_hf_pretrained
 
 
 class TextModel(ModelWrapper):

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..errors import WeightsUnavailableError
+from infopt.errors import WeightsUnavailableError
 
 T = TypeVar("T")
 _DOWNLOAD_TIMEOUT_S = 20.0

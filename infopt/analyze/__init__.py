@@ -1,0 +1,1 @@
+"""Analysing where time goes: profiles, FLOPs and bytes, device peaks, rooflines."""

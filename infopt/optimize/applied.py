@@ -1,0 +1,143 @@
+"""A variant applied: a transformed *copy* of a model wrapper, used exactly like one.
+
+:func:`apply_variant` transforms a copy, so the baseline model is never touched; the benchmark, profiler and
+accuracy guard use the returned :class:`VariantModel` like any model wrapper.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from infopt.errors import InvalidInputError
+from infopt.measure.timing import describe_failure
+from infopt.models.base import Inputs, ModelWrapper
+from infopt.optimize.accuracy import Tolerance, tolerance_for
+from infopt.optimize.registry import (BASELINE, VARIANTS, VariantError, VariantNotApplicableError, application_order,
+                                      parse_spec, unavailable_reason)
+
+class VariantModel:
+    """A transformed copy of a model wrapper, used exactly like one.
+
+    Everything not overridden here (``name``, ``task``, ``is_text``,
+    ``device``, ``module``, ``items_per_batch``, ``tokens_per_batch``,
+    ``config`` ...) is the copy's. ``prepare_input`` returns the *same seeded
+    values* as the baseline's, converted to the layout/dtype the variant runs
+    on (outside the timed call, as a data pipeline would deliver them);
+    ``forward`` runs inside the variant's contexts (e.g. autocast).
+    """
+
+    def __init__(self, wrapper: ModelWrapper, reference: ModelWrapper, spec: str):
+        self.wrapper = wrapper            # the transformed copy
+        self.reference = reference        # the untouched baseline (for info only)
+        self.variant = spec
+        self.steps = parse_spec(spec)
+        self.input_transforms: list[Callable[[Inputs], Inputs]] = []
+        self.forward_contexts: list[Callable[[], contextlib.AbstractContextManager]] = []
+        self.eager_module: nn.Module = wrapper.module   # the module before compilation
+        self.compiled = any(VARIANTS[name].compiles for name in self.steps)
+        self.reduced_precision = any(VARIANTS[name].reduced_precision for name in self.steps)
+        self.transform_time_s = 0.0
+        self.notes: list[str] = []
+
+    def __getattr__(self, name: str):
+        if name in ("wrapper", "__setstate__") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.wrapper, name)
+
+    @property
+    def tolerance(self) -> Tolerance:
+        """The accuracy tolerance that applies (see :func:`infopt.optimize.accuracy.tolerance_for`)."""
+        return tolerance_for(self.device, self.reduced_precision)
+
+    def prepare_input(self, batch_size: int, seq_len: int | None = None, *, seed: int | None = None) -> Inputs:
+        inputs = self.wrapper.prepare_input(batch_size, seq_len, seed=seed)
+        for convert in self.input_transforms:
+            inputs = convert(inputs)
+        return inputs
+
+    def forward(self, inputs: Inputs) -> torch.Tensor:
+        with contextlib.ExitStack() as stack:
+            for context in self.forward_contexts:
+                stack.enter_context(context())
+            return self.wrapper.forward(inputs)
+
+    __call__ = forward
+
+    def to(self, device):
+        raise InvalidInputError("A variant is tied to the device it was built on: move the baseline model with "
+                                ".to() and apply the variant again.")
+
+    def weight_bytes(self) -> int:
+        """Bytes of the transformed weights, packed int8 ones included (tied tensors counted once)."""
+        seen: set[tuple] = set()
+
+        def size(value) -> int:
+            if isinstance(value, torch.Tensor):
+                key = (value.data_ptr(), value.numel(), value.dtype) if not value.is_quantized else (id(value),)
+                if key in seen:
+                    return 0
+                seen.add(key)
+                return value.numel() * value.element_size()
+            if isinstance(value, (tuple, list)):
+                return sum(size(item) for item in value)
+            return 0
+
+        return sum(size(value) for value in self.eager_module.state_dict(keep_vars=True).values())
+
+    def info(self, seq_len: int | None = None) -> dict:
+        """The baseline's description with the variant's name, dtype and weight size.
+
+        ``flops_per_sample`` is the fp32 reference's: a variant computes the
+        same operations, only at another precision or with fused kernels.
+        """
+        info = dict(self.reference.info(seq_len))
+        dtypes = sorted({str(t.dtype).replace("torch.", "") for t in self.eager_module.state_dict().values()
+                         if isinstance(t, torch.Tensor) and t.is_floating_point()})
+        info.update(variant=self.variant, variant_steps=list(self.steps), weight_bytes=self.weight_bytes(),
+                    dtype=", ".join(dtypes) or info.get("dtype"), compiled=self.compiled,
+                    tolerance=self.tolerance.describe(), notes=list(self.notes))
+        return info
+
+    def __repr__(self) -> str:
+        return f"<VariantModel {self.variant} of {self.wrapper.name} size={self.wrapper.size} device={self.wrapper.device}>"
+
+
+def apply_variant(model: ModelWrapper, spec: str) -> VariantModel:
+    """Transform a copy of ``model`` by ``spec`` (e.g. ``"bf16+channels-last"``).
+
+    Raises :class:`VariantNotApplicableError` when a part does not apply to the
+    model or its device, and :class:`VariantError` when a transformation
+    fails. ``torch.compile`` is lazy: compilation errors surface on the first
+    call. The returned model's ``variant`` is the canonical spec.
+    """
+    if isinstance(model, VariantModel):
+        raise InvalidInputError(f"Apply variants to the baseline model, not to the variant '{model.variant}' "
+                                "(compose them with '+' instead).")
+    if getattr(model, "variant", BASELINE) != BASELINE:
+        raise InvalidInputError(f"apply_variant needs an untouched {BASELINE} model, got variant '{model.variant}'.")
+    steps = parse_spec(spec)
+    reason = unavailable_reason(model, spec)
+    if reason:
+        raise VariantNotApplicableError(reason)
+    result = VariantModel(copy.deepcopy(model), model, "+".join(steps))
+    started = time.perf_counter()
+    try:
+        with torch.no_grad():
+            for name in application_order(steps):
+                VARIANTS[name].transform(result)
+    except Exception as error:  # noqa: BLE001 - re-raised with the variant named
+        raise VariantError(f"Variant '{name}' failed on {model.name}: {describe_failure(error)[1]}") from error
+    result.transform_time_s = time.perf_counter() - started
+    result.variant = "+".join(steps)
+    result.wrapper.variant = result.variant
+    return result
+
+
+
+__all__ = ["VariantModel", "apply_variant"]

@@ -1,0 +1,81 @@
+"""The up-front estimate of a run: this host's earlier runs of the same notebooks, else a table measured once."""
+
+from __future__ import annotations
+
+import json
+
+from infopt import layout
+from infopt.run.clock import hostname
+from infopt.run.plan import Job, Plan
+
+
+#: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
+#: for the up-front estimate when this host has no earlier run of the same notebook. Full size: the notebooks'
+#: durations in a default run (``run_notebooks.py --device cpu``, preset full-cpu, 29 min) measured alone on a
+#: 2-core AVX-512 CPU on 2026-11-26. GPUs are faster.
+ESTIMATE_S = {
+    "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "report": 10},
+    "full": {
+        "benchmark": {"resnet50": 59, "gpt2": 159, "distilbert": 60},
+        "profile": {"resnet50": 42, "gpt2": 79, "distilbert": 47},
+        "memory": {"resnet50": 14, "gpt2": 44, "distilbert": 15},
+        "optimize": {"resnet50": 276, "gpt2": 736, "distilbert": 201},
+        "report": 10,
+    },
+}
+
+
+def recorded_durations(plan: Plan) -> dict[tuple, float]:
+    """Seconds this host took for the same notebook, model, target and parameters in earlier runs (newest wins).
+
+    Read from the run.json files next to this run, so the estimate of a repeated run is this machine's own
+    measurement, not a table from another machine.
+    """
+    this_host = hostname()
+    found: dict[tuple, float] = {}
+    manifests = sorted(plan.run_dir.parent.glob(f"*/{layout.MANIFEST_NAME}"), key=lambda p: p.stat().st_mtime)
+    for path in manifests:  # oldest first: newer runs overwrite
+        if path.parent == plan.run_dir:
+            continue
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(manifest, dict):
+            continue
+        here = (manifest.get("environment") or {}).get("hostname")
+        for entry in manifest.get("notebooks") or []:
+            if not isinstance(entry, dict):
+                continue
+            host = layout.entry_host(entry) or here
+            if entry.get("status") == "succeeded" and entry.get("duration_s") and host == this_host:
+                params = {k: v for k, v in (entry.get("parameters") or {}).items()
+                          if k not in ("output_dir", "results_dir", "overwrite", "run_name", "peaks_path")}
+                label = (entry.get("device") or manifest.get("device_label")) if entry.get("model") else None
+                found[(label, entry.get("notebook"), entry.get("model"), json.dumps(params, sort_keys=True))] = \
+                    float(entry["duration_s"])
+    return found
+
+
+def recorded_key(job: Job) -> tuple:
+    params = {k: v for k, v in job.comparable_parameters().items() if k not in ("run_name", "peaks_path")}
+    return job.target.label if job.target else None, job.notebook, job.model, json.dumps(params, sort_keys=True)
+
+
+def estimate_seconds(plan: Plan, recorded: dict | None = None) -> float:
+    """Duration of the notebooks still to run: this host's earlier run of the same job, else :data:`ESTIMATE_S`."""
+    table = ESTIMATE_S["tiny" if plan.settings["quick"] else "full"]
+    recorded = recorded_durations(plan) if recorded is None else recorded
+    total = 0.0
+    for job in plan.jobs:
+        if job.status != "skipped":
+            seen = recorded.get(recorded_key(job))
+            if seen is not None:
+                total += seen
+                continue
+            entry = table.get(job.notebook, 60)
+            total += entry.get(job.model, 60) if isinstance(entry, dict) else entry
+    return total
+
+
+__all__ = ["ESTIMATE_S", "estimate_seconds", "recorded_durations", "recorded_key"]
