@@ -12,7 +12,8 @@ Timer reports the median of per-block means (blocks of ``number_per_run``
 calls); infopt reports the median of per-call samples. On a machine shared
 with other work the ratio is noisier than on an idle one.
 
-Run:  python benchmarks/timer_agreement.py [--device cpu] [--threads N] [--batch-sizes 1 8] [--rounds 3]
+Run:  python benchmarks/timer_agreement.py [--device cpu|cuda] [--threads N] [--batch-sizes 1 8] [--rounds 3]
+      [--output timer_agreement.json]   (the JSON summary, written atomically; benchmarks/gpu_check.sh uses it)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
                         help="thread count for both timers (default: torch's default here)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", default=None, help="also write the JSON summary to this file")
     parser.add_argument("--min-run-time", type=float, default=2.0,
                         help="seconds per round for each timer (torch min_run_time; infopt min_time_s)")
     args = parser.parse_args()
@@ -82,8 +84,13 @@ def main() -> None:
         ratio = statistics.median(r["ratio"] for r in rounds)
         summary.append({"batch_size": batch_size, "median_ratio": ratio, "within_5pct": abs(ratio - 1) <= 0.05,
                         "rounds": rounds})
-    print(json.dumps({"model": "resnet50", "size": args.size, "device": str(model.device),
-                      "threads": args.threads, "results": summary}, indent=2))
+    record = {"model": "resnet50", "size": args.size, "device": str(model.device), "threads": args.threads,
+              "results": summary}
+    print(json.dumps(record, indent=2))
+    if args.output:
+        from infopt.results import save_json
+
+        save_json(record, Path(args.output), overwrite=True)
     for item in summary:
         print(f"resnet50 ({args.size}) batch {item['batch_size']}: median ratio infopt/torch = "
               f"{item['median_ratio']:.3f} (target 1.00 +/- 0.05: {'MET' if item['within_5pct'] else 'NOT MET'})")

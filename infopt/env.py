@@ -20,7 +20,8 @@ import torch
 
 from infopt.determinism import determinism_state
 
-_PACKAGES = ("torch", "torchvision", "transformers", "numpy", "pandas", "plotly", "papermill")
+_PACKAGES = ("torch", "torchvision", "transformers", "numpy", "pandas", "plotly", "papermill", "torchao", "onnx",
+             "onnxscript", "onnxruntime", "onnxruntime-gpu", "nvidia-ml-py")
 
 
 def _version(package: str) -> str | None:
@@ -124,6 +125,29 @@ def cuda_driver_version() -> str | None:
         return None
 
 
+def precision_switches() -> dict:
+    """The switches that decide whether fp32 matmuls and convolutions on CUDA run as TF32.
+
+    By default convolutions run TF32 (``cudnn.allow_tf32``) while ``torch.mm`` does not
+    (``cuda.matmul.allow_tf32``, ``float32_matmul_precision="highest"``): an "fp32" figure means one or the other.
+    """
+    return {"cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cuda_matmul_allow_fp16_reduced_precision_reduction":
+                bool(torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction),
+            "cuda_matmul_allow_bf16_reduced_precision_reduction":
+                bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)}
+
+
+def float32_precision(kind: str, family: str) -> str:
+    """What a float32 ``matmul`` or ``conv`` really computes on device kind ``kind``: ``"tf32"`` or ``"fp32"``."""
+    if kind != "cuda":
+        return "fp32"
+    allowed = torch.backends.cudnn.allow_tf32 if family == "conv" else torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if allowed else "fp32"
+
+
 def collect() -> dict:
     """Everything needed to interpret a measurement later, as a JSON-safe dict."""
     mps = getattr(torch.backends, "mps", None)
@@ -155,6 +179,7 @@ def collect() -> dict:
         "mkl_available": torch.backends.mkl.is_available(),
         "total_ram_gb": round(psutil.virtual_memory().total / 1024**3, 2),
         "determinism": determinism_state(),
+        "precision": precision_switches(),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "git_commit": git_commit(),
     }

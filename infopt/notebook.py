@@ -44,7 +44,30 @@ def model_notebook(model: str, device: str, size: str, output_dir: str) -> Model
     out = model_output_folder(output_dir, model, device)
     label = device_kind(wrapper.device)
     print(f"{wrapper} -> results in {out}")
-    return ModelNotebook(wrapper, out, chart_folder(out), label, RunLayout.of_model_folder(out).results_dir)
+    results_dir = RunLayout.of_model_folder(out).results_dir
+    use_compile_cache(results_dir)
+    return ModelNotebook(wrapper, out, chart_folder(out), label, results_dir)
+
+
+def use_compile_cache(results_dir: Path) -> Path:
+    """Inductor's caches in ``<results>/.inductor-cache/<host>``: a graph compiled once is reused across batch
+    sizes, notebooks and later runs on this machine (a ``TORCHINDUCTOR_CACHE_DIR`` already set wins)."""
+    import os
+
+    from infopt.names import safe_name
+    from infopt.run.clock import hostname
+
+    try:  # torch writes its default (a temporary folder) into the environment once it has looked it up
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        torch_default = os.path.abspath(default_cache_dir())
+    except ImportError:
+        torch_default = None
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == torch_default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(results_dir) / ".inductor-cache" / safe_name(hostname()))
+    folder = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def report_notebook(output_dir: str) -> ReportNotebook:
@@ -141,7 +164,7 @@ def sync_notebooks(folder: str | Path = NOTEBOOKS_DIR) -> list[Path]:
 
 
 __all__ = ["ModelNotebook", "NOTEBOOKS_DIR", "ReportNotebook", "build_notebook", "device_peaks_once", "model_notebook",
-           "notebook_sources", "report_notebook", "stale_notebooks", "sync_notebooks"]
+           "notebook_sources", "report_notebook", "stale_notebooks", "sync_notebooks", "use_compile_cache"]
 
 
 if __name__ == "__main__":  # python -m infopt.notebook [--check]

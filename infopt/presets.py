@@ -8,8 +8,8 @@ the preset's name and values. Library functions take their defaults from the
 constants below, so a number such as the 15 s timing cap is written once.
 
 Why these sizes: ``full`` is what a GPU or a patient CPU user measures;
-``full-cpu`` caps the time per timed point and leaves torch.compile out so
-the default CPU run stays near 15 minutes; ``quick`` uses tiny models and a
+``full-cpu`` caps the time per timed point and races the variants (compiled
+ones included) in a budget so the default CPU run stays near 12 minutes; ``quick`` uses tiny models and a
 handful of iterations to smoke-test the whole pipeline in a few minutes.
 """
 
@@ -28,10 +28,15 @@ SINGLE_BATCH_LIMIT: int = 8
 
 #: Caps (seconds) on each timed point of a full CPU run, to keep the default run near 15 minutes.
 CPU_BENCHMARK_MAX_TIME_S: float = 8.0
-CPU_VARIANT_MAX_TIME_S: float = 5.0
+CPU_VARIANT_MAX_TIME_S: float = 3.0
+#: Seconds of timed race rounds per model and target in the optimize notebook's racing search (compilation and
+#: accuracy checks not included): a GPU's calls are short, a CPU's long; quick runs only smoke-test the race.
+OPTIMIZE_BUDGET_S: float = 90.0
+CPU_OPTIMIZE_BUDGET_S: float = 60.0
+QUICK_OPTIMIZE_BUDGET_S: float = 3.0
 
 #: The per-model notebooks, in run order, and the report that closes every run.
-MODEL_NOTEBOOKS: tuple[str, ...] = ("benchmark", "profile", "memory", "optimize")
+MODEL_NOTEBOOKS: tuple[str, ...] = ("benchmark", "profile", "memory", "optimize", "serve")
 REPORT_NOTEBOOK = "report"
 
 
@@ -56,6 +61,19 @@ class Preset:
     include_compile: bool                      # torch.compile variants (minutes each on a CPU)
     variants: tuple[str, ...] = ()             # variant specs; empty: the default set
     generation_variants: tuple[str, ...] = ()  # generation variant specs (causal LMs); empty: the default set
+    # serve notebook (docs/serving.md): seconds per LoadGen test, minimum queries per test (raised to what
+    # early stopping needs when LoadGen's VALID is required: `serve_strict`), bisection steps, the batcher grid
+    # and its budget per variant
+    serve_bound_ms: float = 10.0  # the latency bound on the percentile: 10 ms on an accelerator, 100 ms on a CPU
+    serve_budget_s: float = 5.0
+    serve_min_queries: int = 64
+    serve_bisection_steps: int = 4
+    serve_strict: bool = True
+    serve_grid_budget_s: float = 180.0
+    serve_max_batches: tuple[int, ...] = (1, 4, 8, 16)
+    serve_max_waits_ms: tuple[float, ...] = (1.0, 5.0, 20.0)
+    search: str = "racing"                     # optimize: racing | exhaustive
+    optimize_budget_s: float = OPTIMIZE_BUDGET_S  # optimize: seconds of race rounds per model and target
 
     def with_batch_sizes(self, batch_sizes) -> "Preset":
         """The same preset sweeping the user's batch sizes (``--batch-sizes``) everywhere."""
@@ -83,8 +101,15 @@ class Preset:
         if notebook == "optimize":
             return {**common, "batch_sizes": list(self.optimize_batch_sizes), "variants": list(self.variants),
                     "generation_variants": list(self.generation_variants),
-                    "include_compile": self.include_compile,
+                    "include_compile": self.include_compile, "search": self.search,
+                    "optimize_budget_s": self.optimize_budget_s,
                     **({} if self.quick else {"max_time_s": self.variant_max_time_s})}
+        if notebook == "serve":
+            return {"size": self.size, "quick": self.quick, "seq_len": self.seq_len,
+                    "latency_bound_ms": self.serve_bound_ms, "scenario_budget_s": self.serve_budget_s, "min_queries": self.serve_min_queries,
+                    "bisection_steps": self.serve_bisection_steps, "strict_validity": self.serve_strict,
+                    "grid_budget_s": self.serve_grid_budget_s, "max_batch_sizes": list(self.serve_max_batches),
+                    "max_waits_ms": list(self.serve_max_waits_ms)}
         if notebook == REPORT_NOTEBOOK:
             return {}
         raise KeyError(notebook)
@@ -102,13 +127,14 @@ FULL = Preset(
 )
 
 #: ``full`` with the CPU caps: shorter timed points, one no-cache prompt length (every step recomputes the
-#: prompt, one length shows it), no torch.compile (opt in with ``--param include_compile=true``) and three
+#: prompt, one length shows it), the racing search in a shorter budget (compiled paths included) and three
 #: generation variants instead of the full set (each costs about a minute of generate calls on a CPU; the
 #: full set: ``--param generation_variants=[]``).
 FULL_CPU = replace(
     FULL, name="full-cpu", benchmark_max_time_s=CPU_BENCHMARK_MAX_TIME_S, variant_max_time_s=CPU_VARIANT_MAX_TIME_S,
-    no_cache_prompt_lengths=(32,), include_compile=False,
+    no_cache_prompt_lengths=(32,), include_compile=True, optimize_budget_s=CPU_OPTIMIZE_BUDGET_S,
     generation_variants=("bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"),
+    serve_bound_ms=100.0,
 )
 
 #: Tiny models and few iterations: a smoke run of the whole pipeline, numbers not for reporting. A few
@@ -116,10 +142,14 @@ FULL_CPU = replace(
 QUICK = replace(
     FULL, name="quick", size="tiny", quick=True, batch_sizes=(1, 2, 4), optimize_batch_sizes=(4,), seq_len=32,
     prompt_lengths=(8, 32), no_cache_prompt_lengths=(8,), new_tokens=8, profile_active=1, kv_prompt_len=8,
-    kv_new_tokens=8, include_compile=False,
+    kv_new_tokens=8, include_compile=False, optimize_budget_s=QUICK_OPTIMIZE_BUDGET_S,
     variants=("channels-last", "bf16", "int8-dynamic", "torchao-int8-dynamic", "onnxruntime",
               "onnxruntime-int8-static"),
     generation_variants=("static-cache", "bf16-weights", "torchao-int8-weight-only"),
+    # serve: a fraction of a second per LoadGen test, one batcher setting, one bisection step, LoadGen's
+    # latency constraint without early stopping (which needs ~459 queries for a p99): the pipeline, not a figure
+    serve_bound_ms=100.0, serve_budget_s=0.25, serve_min_queries=8, serve_bisection_steps=1, serve_strict=False, serve_grid_budget_s=1.0,
+    serve_max_batches=(4,), serve_max_waits_ms=(1.0,),
 )
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (FULL, FULL_CPU, QUICK)}
@@ -132,6 +162,7 @@ def preset_for(quick: bool, device_kind: str) -> Preset:
     return FULL_CPU if device_kind == "cpu" else FULL
 
 
-__all__ = ["CPU_BENCHMARK_MAX_TIME_S", "CPU_VARIANT_MAX_TIME_S", "DEFAULT_BATCH_SIZES", "DEFAULT_MAX_TIME_S",
-           "DEFAULT_SEQ_LEN", "FULL", "FULL_CPU", "MODEL_NOTEBOOKS", "PRESETS", "Preset", "QUICK", "REPORT_NOTEBOOK",
-           "SINGLE_BATCH_LIMIT", "preset_for"]
+__all__ = ["CPU_BENCHMARK_MAX_TIME_S", "CPU_OPTIMIZE_BUDGET_S", "CPU_VARIANT_MAX_TIME_S", "DEFAULT_BATCH_SIZES",
+           "DEFAULT_MAX_TIME_S", "DEFAULT_SEQ_LEN", "FULL", "FULL_CPU", "MODEL_NOTEBOOKS", "OPTIMIZE_BUDGET_S",
+           "PRESETS", "Preset", "QUICK", "QUICK_OPTIMIZE_BUDGET_S", "REPORT_NOTEBOOK", "SINGLE_BATCH_LIMIT",
+           "preset_for"]

@@ -27,6 +27,7 @@ quick: bool = False  # True: few timing iterations (smoke runs; numbers are nois
 output_dir: str = ""  # empty: <results>/interactive/<device>/<model>, one folder shared by hand runs
 overwrite: bool = False  # True: replace result files already in output_dir
 interactive: bool = False  # True: ipywidgets controls over the saved results (JupyterLab)
+data: str = ""  # your data (docs/data.md): described here; the optimize notebook's accuracy guard uses it
 batch_sizes: list = [1, 4, 8, 16]  # batch sizes to sweep (each at least 1)
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
 prompt_lengths: list = [32, 128, 512]  # gpt2 only: prompt lengths for the generation sweep
@@ -49,6 +50,8 @@ from infopt.measure.timing import TimingConfig
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
 wrapper, out, charts, label, results_dir = model_notebook(model, device, size, output_dir)
+from infopt.data import data_line
+print(data_line(data, wrapper))
 
 timing = TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s)
 text_seq_len = seq_len if wrapper.is_text else None
@@ -65,8 +68,9 @@ display(cold)
 # %% [markdown]
 # ## Batch sweep
 # One row per batch size. `latency_*_ms` are per call (one batch); `throughput_items_per_s` = batch size / mean
-# latency; `tokens_per_s` = tokens per batch / mean latency (text models); `peak_memory_mb` is the absolute peak
-# during the memory pass and `activation_memory_mb` its increase over the memory before it (method in `memory_method`).
+# latency; `tokens_per_s` = tokens per batch / mean latency (text models); `model_memory_mb` is the model's own
+# footprint = `weight_memory_mb` (weights as stored) + `activation_memory_mb` (the memory pass's increase: activations
+# and workspace); `peak_memory_mb` is what `memory_method` sees (CPU: the whole process, interpreter and libraries).
 
 # %%
 df = run_batch_sweep(wrapper, batch_sizes, seq_len=text_seq_len, timing=timing)
@@ -106,10 +110,17 @@ plots.show(plots.latency_distribution(df, title=f"{model} on {label}: latency di
 # TTFT is the prefill of the whole prompt up to the first generated token; TPOT is the latency of each later decode
 # step (timed per step inside `generate`). With the KV cache, TPOT stays nearly flat as the prompt grows;
 # without it every step recomputes the whole sequence, so TPOT grows with the prompt: the gap is the cache's speedup.
+# `tpot_floor_ms` is the physical floor of a decode step (weights as stored + the KV cache read, over the measured
+# copy bandwidth) and `bandwidth_utilization` = floor / measured TPOT p50; `ttft_floor_ms` the prefill's compute floor
+# (2 x parameters x batch x prompt / measured peak FLOP/s). Definitions in docs/metrics.md.
 
 # %%
 if wrapper.is_causal_lm:
+    from infopt.analyze.decode_floor import add_decode_floors, add_floor_inputs
     from infopt.measure.benchmark import run_generation_sweep
+    from infopt.errors import InvalidInputError
+    from infopt.layout import PEAKS_NAME
+    from infopt.notebook import device_peaks_once
 
     repeats = 1 if quick else 3
     gen = run_generation_sweep(wrapper, prompt_lengths=prompt_lengths, new_tokens=new_tokens, use_cache=True,
@@ -118,6 +129,13 @@ if wrapper.is_causal_lm:
         gen_nc = run_generation_sweep(wrapper, prompt_lengths=no_cache_prompt_lengths, new_tokens=new_tokens,
                                       use_cache=False, repeats=repeats)
         gen = pd.concat([gen, gen_nc], ignore_index=True)
+    # the decode floor: weights as stored + KV cache read per step over the measured bandwidth (shared peaks file)
+    try:  # measured once per device and run (the profile notebook reuses the file)
+        peaks = device_peaks_once(wrapper.device, str(out.parent / PEAKS_NAME), quick=quick)
+    except InvalidInputError as error:  # a hand-run folder holding peaks of another mode: no floor, said so
+        peaks = None
+        print(f"No decode floor: {error}")
+    gen = add_decode_floors(add_floor_inputs(gen, wrapper), peaks)
     save_results(gen, out, model, label, kind="generation", overwrite=overwrite,
                  config={"prompt_lengths": prompt_lengths, "no_cache_prompt_lengths": no_cache_prompt_lengths,
                          "new_tokens": new_tokens, "repeats": repeats})

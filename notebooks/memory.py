@@ -24,6 +24,7 @@ quick: bool = False  # True: few timing iterations (smoke runs; numbers are nois
 output_dir: str = ""  # empty: <results>/interactive/<device>/<model>, one folder shared by hand runs
 overwrite: bool = False  # True: replace result files already in output_dir
 interactive: bool = False  # True: ipywidgets controls over the saved results (JupyterLab)
+data: str = ""  # your data (docs/data.md): described here; the optimize notebook's accuracy guard uses it
 batch_sizes: list = [1, 4, 8, 16]  # batch sizes to sweep (each at least 1)
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
 timeline_batch_size: int = 8  # batch size of the memory timeline
@@ -43,6 +44,8 @@ from infopt.analyze import memory as memory_analysis
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
 wrapper, out, charts, label, results_dir = model_notebook(model, device, size, output_dir)
+from infopt.data import data_line
+print(data_line(data, wrapper))
 
 text_seq_len = seq_len if wrapper.is_text else None
 

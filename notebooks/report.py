@@ -49,16 +49,41 @@ for note in scope.notes:
 # One row per run, model and device (the device target's folder label, e.g. `cuda-H100`, where a run measured
 # several targets or placed them with a Ray selector). **Latency**: median time of one forward at the smallest measured batch
 # (batch 1 by default) with its 95% confidence interval. **Best throughput**: the highest samples/s of the batch
-# sweep and the batch size that gave it. **Peak memory**: the highest peak of the sweep's memory pass. **Roofline**:
+# sweep and the batch size that gave it. **Model memory**: the model's own footprint at its largest (weights as stored
+# + activations and workspace), with the figure its method sees beside it (CPU: the whole process). **Roofline**:
 # how close the whole model got to the roof at its operational intensity, and whether memory bandwidth or compute
 # bounds it. **Recommended variant**: per batch size, the fastest variant that passed the accuracy guard, its speedup
 # over eager fp32 with a 95% interval, or why there is none.
 
 # %%
-headline = summary.headline(results, roofline, variants)
+serving = scope.gather("serving")
+headline = summary.headline(results, roofline, variants, serving)
 display(Markdown(f"Runs: {', '.join(map(scope.label, scope.runs)) or 'none'}"))
 display(summary.styled_table(headline))
 plots.show(summary.chart(headline), charts, "summary")
+
+# %% [markdown]
+# ## Did it get slower?
+# This run against each run `compare_runs` lists (that run the base, this one the new): per target, model, variant
+# and batch size, the change of the median with a 95% bootstrap interval, the change divided by the machine's
+# drift (the reference workload both runs timed at their start and end), the verdict, and what changed in the
+# environment. The same table as `python -m infopt.compare BASE NEW` (docs/regressions.md).
+
+# %%
+from infopt.errors import InvalidInputError
+from infopt.report.compare import compare_runs as compare_two_runs, display_table, summary_lines
+
+compared = [run for run in scope.runs if run != scope.run_name] if scope.run_name else []
+for other in compared:
+    try:
+        comparison = compare_two_runs(scope.results_dir / other, scope.results_dir / scope.run_name)
+    except InvalidInputError as error:
+        print(f"{other}: {error}")
+        continue
+    display(Markdown("\n\n".join(summary_lines(comparison))))
+    display(display_table(comparison).style.hide(axis="index"))
+if not compared:
+    display(Markdown("No other run listed in `compare_runs` (or no `run_name`): nothing to compare."))
 
 # %% [markdown]
 # ## Where it ran
@@ -82,7 +107,8 @@ display(where.style.hide(axis="index") if not where.empty else Markdown("No run 
 # %%
 from infopt.measure.interference import disagreements, quality_table
 
-quality = quality_table({"benchmark": results, "generation": scope.gather("generation"), "optimize": variants})
+quality = quality_table({"benchmark": results, "generation": scope.gather("generation"), "optimize": variants,
+                         "generation variants": scope.gather("generation_variants")})
 print("Every timed row is clean, converged and has its CI." if quality.empty else
       f"{int(quality['interference'].sum())} row(s) timed on a busy machine, {int(quality['not_converged'].sum())} "
       f"not converged, {int(quality['too_few_samples'].sum())} with too few samples:")
@@ -142,10 +168,13 @@ plots.show(plots.compare(results, "batch_size", "throughput_items_per_s", title=
 # ## Peak memory vs batch size
 # Absolute peak memory during the memory pass of the benchmark (the method is per row in `memory_method`: CPU
 # resident memory, CUDA allocator peak, or MPS allocated memory, so compare like with like).
+# The model's own footprint (`model_memory_mb` = weights + activations, the same sum on every device) follows.
 
 # %%
 plots.show(plots.compare(results, "batch_size", "peak_memory_mb", title="Peak memory vs batch size",
                          x_label="batch size", y_label="peak memory (MB)"), charts, "compare_peak_memory")
+plots.show(plots.compare(results, "batch_size", "model_memory_mb", title="Model memory (weights + activations)",
+                         x_label="batch size", y_label="model memory (MB)"), charts, "compare_model_memory")
 
 # %% [markdown]
 # ## Generation (gpt2): time to first token and time per output token
@@ -161,6 +190,20 @@ else:
                              x_label="prompt length (tokens)", y_label="TTFT (ms)", log_y=True), charts, "compare_ttft")
     plots.show(plots.compare(generation, "prompt_len", "tpot_p50_ms", title="Median time per output token vs prompt length",
                              x_label="prompt length (tokens)", y_label="TPOT p50 (ms)", log_y=True), charts, "compare_tpot")
+
+# %% [markdown]
+# ### Decode against its physical floor
+# Per variant (benchmark rows: eager; optimize rows: every generation variant), measured TPOT p50 with its 95% CI
+# beside `tpot_floor_ms` = (weights as stored + KV cache read per step) / measured copy bandwidth, and
+# `bandwidth_utilization` = floor / TPOT: how far decode is from the memory limit (1.0 = at it). `ttft_floor_ms` is
+# the prefill's compute floor. Definitions in docs/metrics.md.
+
+# %%
+from infopt.analyze.decode_floor import floor_table
+
+floors = floor_table(pd.concat([scope.gather("generation"), scope.gather("generation_variants")], ignore_index=True))
+plots.show(plots.tpot_against_floor(floors), charts, "tpot_against_floor")
+display(floors if not floors.empty else Markdown("No generation rows with a decode floor."))
 
 # %% [markdown]
 # ## Roofline summary
@@ -184,9 +227,49 @@ else:
 if variants.empty:
     print("No variant results under this folder.")
 else:
+    from infopt.optimize.race import search_lines
+    print("\n".join(search_lines(variants)))  # how each model's search went: racing budget and spend, or exhaustive
     display(recommendations(variants))
     plots.show(plots.speedup_vs_accuracy(variants, title="Speedup vs accuracy error, every run and model"),
                charts, "compare_variants")
+
+# %% [markdown]
+# ## Accuracy on your data
+# With `--data` (docs/data.md): per variant, the task metric of fp32 and of the variant on the evaluation split,
+# the paired loss with its 95% interval and the verdict (safe / unsafe / cannot tell, with the samples that would
+# settle it); then median latency against the metric, the Pareto front of the safe variants, unsafe ones as
+# crosses. Without data the guard compared outputs on random inputs: agreement on random inputs, not accuracy.
+
+# %%
+from infopt.report.task_accuracy import accuracy_table, has_task_accuracy, latency_vs_accuracy, warnings_of
+if variants.empty or not has_task_accuracy(variants):
+    print("Accuracy guard: agreement on random inputs, not accuracy (no --data given).")
+else:
+    for line in warnings_of(variants):
+        print("warning:", line)
+    display(accuracy_table(variants))
+    plots.show(latency_vs_accuracy(variants), charts, "latency_vs_accuracy")
+
+# %% [markdown]
+# ## Serving: traffic within the latency bound (MLPerf LoadGen)
+# Per run, model and target: each served variant's peak QPS under the bound (Server scenario, Poisson arrivals,
+# LoadGen's verdict) at its best batcher setting, next to its Offline throughput; then every Server test's latency
+# against the offered load, the bound drawn. Definitions and budgets: docs/serving.md.
+
+# %%
+if serving.empty:
+    print("No serving results under this folder (the serve notebook did not run).")
+else:
+    from infopt.report.serving_chart import latency_vs_offered_load
+    from infopt.serve import best_settings
+
+    keys = [k for k in ("run", "model", "device") if k in serving]
+    display(pd.concat([best_settings(group).assign(**dict(zip(keys, key if isinstance(key, tuple) else (key,))))
+                       for key, group in serving.groupby(keys)], ignore_index=True)
+            .reindex(columns=[*keys, "variant", "peak_qps", "percentile", "bound_ms", "max_batch", "max_wait_ms",
+                              "offline_qps", "verdict_basis"]))
+    plots.show(latency_vs_offered_load(serving, title="Latency vs offered load, every run and model"), charts,
+               "serving_latency_vs_load")
 
 # %% [markdown]
 # ## Explore (interactive)

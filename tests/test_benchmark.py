@@ -180,3 +180,36 @@ def test_cuda_sweep_uses_events_and_allocator_peaks():
     assert (df["status"] == "ok").all()
     assert (df["timer"] == "cuda-event").all() and (df["memory_method"] == "cuda-max-allocated").all()
     assert (df["peak_memory_mb"] > 0).all() and (df["peak_reserved_mb"] >= df["peak_memory_mb"]).all()
+
+
+def test_out_of_memory_while_building_inputs_is_oom_and_larger_sizes_are_skipped(resnet, monkeypatch):
+    """The input builder itself runs out of memory (batch 1 included): recorded per point, never the sweep's end."""
+    real_prepare = resnet.prepare_input
+    built = []
+
+    def prepare(batch_size, seq_len=None, **kwargs):
+        built.append(batch_size)
+        if batch_size >= 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB (inputs)")
+        return real_prepare(batch_size, seq_len, **kwargs)
+
+    monkeypatch.setattr(resnet, "prepare_input", prepare)
+    df = run_batch_sweep(resnet, [1, 2, 4], timing=QUICK, measure_memory=False)
+    assert df["status"].tolist() == ["ok", "oom", "skipped"]
+    assert "out of memory" in df.loc[1, "error"] and "batch size 2" in df.loc[2, "error"]
+    assert 4 not in built  # the skipped point never built its inputs
+
+    def always_oom(batch_size, seq_len=None, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (inputs, simulated)")
+
+    monkeypatch.setattr(resnet, "prepare_input", always_oom)  # even the up-front check input fails
+    df = run_batch_sweep(resnet, [1, 2], timing=QUICK, measure_memory=False)
+    assert df["status"].tolist() == ["oom", "skipped"]
+
+
+def test_rows_carry_the_models_own_footprint_beside_the_process_figure(resnet):
+    row = benchmark_point(resnet, 2, timing=QUICK)
+    assert row["weight_memory_mb"] == pytest.approx(resnet.weight_bytes() / MIB)
+    assert row["model_memory_mb"] == pytest.approx(row["weight_memory_mb"] + row["activation_memory_mb"])
+    # on CPU the method sees the whole process (interpreter, torch): far more than this model's own memory
+    assert row["memory_method"] == "cpu-rss-sampled" and row["peak_memory_mb"] > row["model_memory_mb"]

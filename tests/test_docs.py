@@ -3,9 +3,11 @@ the README, ARCHITECTURE.md and docs/ points at a file that exists."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -41,6 +43,15 @@ def test_the_readme_quick_run_succeeds():
     run = quick_run()  # the README's own quick command, writing into a temporary folder
     assert run.returncode == 0, run.stderr[-3000:]
     assert (run.run_dir / "report.html").is_file()
+
+
+def test_the_readme_python_examples_run(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)\n```", README.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for code in blocks:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "INFOPT_OFFLINE": "1"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

@@ -52,7 +52,13 @@ def test_legacy_int8_dynamic_is_labelled_deprecated_next_to_torchao(tiny_gpt2):
     assert "DEPRECATED" in VARIANTS["int8-dynamic"].description
     variant = apply_variant(tiny_gpt2, "int8-dynamic")
     assert VARIANTS["torchao-int8-dynamic"].group == VARIANTS["int8-dynamic"].group == "weights"
-    assert variant is not None
+    # it really quantized: dynamic int8 Linear modules holding qint8 weights, outputs still close to eager fp32
+    dynamic = [m for m in variant.eager_module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert dynamic and all(m.weight().dtype == torch.qint8 for m in dynamic)
+    inputs = _inputs(tiny_gpt2)
+    with torch.inference_mode():
+        reference, output = tiny_gpt2.forward(inputs), variant.forward(variant.prepare_input(3, SEQ_LEN))
+    assert compare_outputs(reference, output, tiny_gpt2.task, variant.tolerance)["rel_error"] < 0.2
 
 
 def test_legacy_int8_dynamic_is_na_when_torch_drops_it(tiny_gpt2, monkeypatch):

@@ -260,6 +260,8 @@ def _fake_nvml(monkeypatch, processes, utilisation, throttle=0):
         nvmlDeviceGetProcessUtilization=lambda handle, since: [sample(pid, u) for pid, u in utilisation.items()],
         nvmlDeviceGetCurrentClocksThrottleReasons=lambda handle: throttle,
         nvmlClocksThrottleReasonSwThermalSlowdown=32, nvmlClocksThrottleReasonHwSlowdown=8)
+    real = pytest.importorskip("pynvml")  # the fake uses nvidia-ml-py's own names: a rename there fails here
+    assert not [name for name in vars(fake) if not hasattr(real, name)]
     monkeypatch.setitem(sys.modules, "pynvml", types.ModuleType("pynvml"))
     sys.modules["pynvml"].__dict__.update(vars(fake))
 
@@ -272,7 +274,7 @@ def test_gpu_window_reports_other_processes_foreign_utilisation_and_throttling(m
         pass
     assert window.result.flagged
     assert "1 other process(es) on the GPU" in window.result.detail
-    assert "40% GPU utilisation not ours" in window.result.detail and "throttled (thermal)" in window.result.detail
+    assert "40% GPU utilisation not ours" in window.result.detail and "clocks slowed (thermal)" in window.result.detail
 
     _fake_nvml(monkeypatch, [os.getpid()], {os.getpid(): 95})
     with watch("cuda:0") as window:
@@ -300,8 +302,20 @@ def test_quality_line_says_what_to_do():
 
 
 def test_slow_calls_get_fewer_paired_rounds_within_the_time_share():
-    slow, config = _Work(40), TimingConfig(max_time_s=0.2, min_time_s=0.0, num_threads=1)
-    result = paired_speedup(slow, _Work(20), 1, rounds=10, timing=config)  # one round already overruns 0.1 s
+    # Sizes come from this machine's own speed: the cap is a quarter of one call of each side, so one round (a
+    # call each) overruns the paired share (half the cap) several times on any CPU; the fast case gets 1000
+    # calls' worth.
+    def one_call_s(work):
+        work.forward({})
+        start = time.perf_counter()
+        work.forward({})
+        return time.perf_counter() - start
+
+    slow, half = _Work(40), _Work(20)
+    config = TimingConfig(max_time_s=(one_call_s(slow) + one_call_s(half)) / 4, min_time_s=0.0, num_threads=1)
+    result = paired_speedup(slow, half, 1, rounds=10, timing=config)
     assert result["paired_rounds"] == 6 and result["paired_speedup_ci_low"] <= result["paired_speedup"]
-    fast = paired_speedup(_Work(1), _Work(1), 1, rounds=10, timing=TimingConfig(max_time_s=2.0, num_threads=1))
+    tiny = _Work(1)
+    roomy = TimingConfig(max_time_s=1000 * one_call_s(tiny), min_time_s=0.0, num_threads=1)
+    fast = paired_speedup(tiny, _Work(1), 1, rounds=10, timing=roomy)
     assert fast["paired_rounds"] == 10

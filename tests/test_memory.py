@@ -121,3 +121,12 @@ def test_cuda_timeline_writes_a_memory_snapshot(tmp_path):
     assert {"allocated", "reserved"} <= set(table["metric"])
     assert Path(table.attrs["snapshot_path"]).stat().st_size > 0
     assert table.loc[table["metric"] == "allocated", "increase_mb"].max() > 0
+
+
+def test_memory_vs_batch_records_an_oom_of_the_input_builder(tiny_resnet, monkeypatch):
+    def prepare(batch_size, seq_len=None, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (inputs, simulated)")
+
+    monkeypatch.setattr(tiny_resnet, "prepare_input", prepare)
+    table = memory_vs_batch(tiny_resnet, [1, 2], calls=1)
+    assert list(table["status"]) == ["oom", "skipped"] and "out of memory" in table.loc[0, "error"]

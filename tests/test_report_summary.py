@@ -140,3 +140,50 @@ def test_headline_of_frames_without_model_keys_is_empty_not_an_error():
 
     assert headline(pd.DataFrame(), None, None).empty
     assert headline(pd.DataFrame({"unrelated": [1]}), None, None).empty
+
+
+def _memory_rows(device: str, method: str, process_mb: float) -> pd.DataFrame:
+    return pd.DataFrame([{"model": "m", "device": device, "variant": "eager-fp32", "batch_size": b, "status": "ok",
+                          "latency_p50_ms": 1.0 * b, "latency_ci_low_ms": 0.9 * b, "latency_ci_high_ms": 1.1 * b,
+                          "throughput_items_per_s": 100.0, "weight_memory_mb": 2.0, "activation_memory_mb": 0.1 * b,
+                          "model_memory_mb": 2.0 + 0.1 * b, "peak_memory_mb": process_mb + b,
+                          "memory_method": method} for b in (1, 8)])
+
+
+def test_headline_memory_is_the_models_own_footprint_with_the_process_beside_it():
+    """A tiny model in an 822 MB interpreter: the headline is weights + activations, not the process."""
+    row = summary.headline(_memory_rows("cpu", "cpu-rss-sampled", 820.0)).iloc[0]
+    assert row["model_memory_mb"] == pytest.approx(2.8) and row["peak_memory_batch"] == 8
+    assert row["memory_text"] == "2.8 MB (weights 2 + activations 0.8; process RSS 828 MB) @ b8"
+    assert "cpu-rss-sampled" not in row["memory_text"]  # one device: the column header says enough
+    assert "model memory (process)" in summary.format_text(summary.headline(_memory_rows("cpu", "x", 1.0)))
+
+
+def test_headline_names_the_memory_method_when_two_devices_share_the_table():
+    both = pd.concat([_memory_rows("cpu", "cpu-rss-sampled", 820.0), _memory_rows("cuda", "cuda-max-allocated", 3.0)])
+    texts = summary.headline(both).set_index("device")["memory_text"]
+    assert "process RSS 828 MB, cpu-rss-sampled" in texts["cpu"]
+    assert "all CUDA tensors 11 MB, cuda-max-allocated" in texts["cuda"]
+
+
+def test_headline_memory_of_rows_saved_before_the_footprint_existed_says_so():
+    old = _memory_rows("cpu", "cpu-rss-sampled", 820.0).drop(columns=["model_memory_mb", "weight_memory_mb"])
+    assert summary.headline(old).iloc[0]["memory_text"] == "not measured (process RSS 828 MB) @ b8"
+
+
+def test_a_kept_baseline_shows_no_speedup_and_the_paired_figure_is_read_by_its_own_name():
+    base = {"model": "m", "device": "cpu", "batch_size": 8, "status": "ok", "tolerance": "t", "rel_error": 0.0,
+            "cosine_similarity": 1.0, "accuracy_ok": True}
+    rows = pd.DataFrame([
+        {**base, "variant": "eager-fp32", "latency_p50_ms": 10.0, "speedup_vs_baseline": 1.0,
+         "speedup_ci_low": 0.9, "speedup_ci_high": 1.1},
+        {**base, "variant": "bf16", "latency_p50_ms": 5.0, "speedup_vs_baseline": 2.0, "speedup_ci_low": 1.9,
+         "speedup_ci_high": 2.1, "paired_speedup": 1.5, "paired_speedup_ci_low": 1.4, "paired_speedup_ci_high": 1.6}])
+    row = summary.headline(None, variants=rows).iloc[0]
+    assert row["speedup"] == pytest.approx(1.5) and row["speedup_ci_low"] == pytest.approx(1.4)  # paired, not 2.0
+    assert row["recommendation_text"] == "b8: bf16 1.50x [1.40, 1.60], paired rounds"
+    slower = rows.assign(paired_speedup=[None, 0.8], paired_speedup_ci_low=[None, 0.7],
+                         paired_speedup_ci_high=[None, 0.9])
+    kept = summary.headline(None, variants=slower).iloc[0]
+    assert kept["recommended_variant"] == "eager-fp32" and math.isnan(kept["speedup"])  # not a literal 1.0
+    assert "keep eager-fp32" in kept["recommendation_text"]

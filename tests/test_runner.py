@@ -242,7 +242,7 @@ def test_html_export_keeps_charts_from_text_html(tmp_path):
     assert 'class="plotly-graph-div"' in html
 
 
-@pytest.mark.parametrize("name", ["benchmark", "profile", "memory", "optimize", "report"])
+@pytest.mark.parametrize("name", ["benchmark", "profile", "memory", "optimize", "serve", "report"])
 def test_committed_notebooks_have_one_documented_parameters_cell_and_no_outputs(name):
     nb = nbformat.read(str(NOTEBOOKS / f"{name}.ipynb"), as_version=4)
     tagged = [cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", [])]
@@ -260,7 +260,7 @@ def test_committed_notebooks_are_generated_from_their_percent_sources(tmp_path):
     from infopt import notebook
 
     sources = notebook.notebook_sources()
-    assert [p.stem for p in sources] == sorted(["benchmark", "profile", "memory", "optimize", "report"])
+    assert [p.stem for p in sources] == sorted(["benchmark", "profile", "memory", "optimize", "serve", "report"])
     assert notebook.stale_notebooks() == []
     # and the check bites: an edited source makes its notebook stale, sync repairs it
     for source in sources:
@@ -274,7 +274,7 @@ def test_committed_notebooks_are_generated_from_their_percent_sources(tmp_path):
     assert papermill.inspect_notebook(str(tmp_path / "memory.ipynb"))["timeline_batch_size"]["default"] == "2"
 
 
-@pytest.mark.parametrize("name", ["benchmark", "profile", "memory", "optimize"])
+@pytest.mark.parametrize("name", ["benchmark", "profile", "memory", "optimize", "serve"])
 def test_notebook_defaults_are_the_full_preset(name):
     """The notebooks' literal defaults and the runner's parameters come from one preset: the full run on the
     notebooks' default device, the CPU (infopt.presets.FULL_CPU: capped timing, no torch.compile)."""
@@ -296,7 +296,8 @@ def test_runner_parameters_come_from_the_preset(tmp_path):
     assert plan.settings["preset_values"]["benchmark_max_time_s"] == presets.CPU_BENCHMARK_MAX_TIME_S
     optimize = next(job for job in plan.jobs if job.key == "gpt2/optimize")
     assert optimize.parameters["max_time_s"] == presets.CPU_VARIANT_MAX_TIME_S
-    assert optimize.parameters["include_compile"] is False
+    assert optimize.parameters["include_compile"] is True  # the compiled paths are in the default CPU run (#23)
+    assert optimize.parameters["search"] == "racing"
     profile = next(job for job in plan.jobs if job.key == "resnet50/profile")
     assert profile.parameters["batch_size"] == 8
     assert profile.parameters["peaks_path"] == str(tmp_path.resolve() / "x" / "cpu" / "device_peaks.json")

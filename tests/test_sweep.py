@@ -71,3 +71,31 @@ def test_sequence_length_is_asked_of_the_model(tiny_gpt2, tiny_resnet):
     assert resolve_seq_len(tiny_resnet, None) is None and resolve_seq_len(tiny_resnet, 64) is None
     assert resolve_seq_len(tiny_gpt2, 16) == 16
     assert resolve_seq_len(tiny_gpt2, None) == int(tiny_gpt2.prepare_input(1)["input_ids"].shape[1])
+
+
+class _InputsRunOutOfMemory:
+    """A model whose input builder runs out of memory from ``limit`` samples on (batch 1 included if limit=1)."""
+
+    def __init__(self, limit):
+        self.limit, self.built = limit, []
+
+    def prepare_input(self, batch_size, seq_len=None):
+        self.built.append(batch_size)
+        if batch_size >= self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory while building inputs (simulated)")
+        return {"x": torch.zeros(batch_size)}
+
+
+def test_an_out_of_memory_while_building_the_check_input_leaves_it_to_the_points():
+    from infopt.measure.sweep import validate_inputs
+
+    model = _InputsRunOutOfMemory(limit=1)
+    validate_inputs(model, None)  # no exception: the points record the OOM
+    assert model.built == [1]
+
+    class Invalid:
+        def prepare_input(self, batch_size, seq_len=None):
+            raise InvalidInputError("Sequence length 9999 exceeds m's limit of 1024 positions.")
+
+    with pytest.raises(InvalidInputError, match="exceeds"):
+        validate_inputs(Invalid(), 9999)

@@ -224,11 +224,11 @@ def test_recommend_picks_fastest_safe_variant_only():
     ]))
     best = recommend(df).set_index("batch_size")
     assert best.loc[8, "variant"] == "faster" and best.loc[8, "runner_up"] == "fast"
-    assert best.loc[8, "speedup_vs_baseline"] == pytest.approx(100 / 30)
-    assert best.loc[8, "rejected_for_accuracy"] == 1 and bool(best.loc[8, "distinguishable"])
+    assert best.loc[8, "speedup"] == pytest.approx(100 / 30) and "speedup_vs_baseline" not in best
+    assert best.loc[8, "rejected_for_accuracy"] == 1
     assert "use faster, 3.33x (ratio of medians" in best.loc[8, "recommendation"]
     # a CI containing 1 is no significant difference: the baseline is kept, and the reason given
-    assert best.loc[1, "variant"] == BASELINE and not best.loc[1, "distinguishable"]
+    assert best.loc[1, "variant"] == BASELINE and math.isnan(best.loc[1, "speedup"])  # kept: nothing measured
     assert best.loc[1, "reason"] == REFUSALS["none"]
     assert "no variant beats the baseline" in best.loc[1, "recommendation"]
 
@@ -283,7 +283,7 @@ def test_recommend_prefers_the_paired_measure_when_present():
     df["paired_speedup_ci_low"] = [None, 1.4, 2.1]
     df["paired_speedup_ci_high"] = [None, 1.6, 2.3]
     best = recommend(df).iloc[0]
-    assert best["variant"] == "b" and best["speedup_vs_baseline"] == 2.2 and best["speedup_measure"] == "paired rounds"
+    assert best["variant"] == "b" and best["speedup"] == 2.2 and best["speedup_measure"] == "paired rounds"
     assert recommend(df, by="medians").iloc[0]["variant"] == "a"
     with pytest.raises(InvalidInputError):
         recommend(df, by="fastest")

@@ -29,7 +29,7 @@ from infopt.errors import InvalidInputError
 from infopt.measure.memtrack import MIB, MpsAllocatedSampler, RssSampler, measure_peak_memory, release_memory
 from infopt.analyze.opcount import ModuleScopes
 from infopt.presets import DEFAULT_BATCH_SIZES
-from infopt.measure.sweep import Point, check_batch_sizes, resolve_seq_len, run_points
+from infopt.measure.sweep import Point, check_batch_sizes, resolve_seq_len, run_points, validate_inputs
 from infopt.models.base import check_batch_size
 from infopt.measure.timing import recorded_failure
 
@@ -128,7 +128,7 @@ def memory_vs_batch(model, batch_sizes=DEFAULT_BATCH_SIZES, seq_len: int | None 
     the KV cache it contains, and a negative size would be meaningless.
     """
     sizes = check_batch_sizes(batch_sizes)
-    model.prepare_input(1, seq_len)  # validate seq_len before anything runs
+    validate_inputs(model, seq_len)  # invalid seq_len raises before anything runs; an OOM is the points'
     weights_mb = model.weight_bytes() / MIB
     causal = getattr(model, "is_causal_lm", False)
 

@@ -19,7 +19,9 @@ Theoretical, each figure with its source:
 - CPU: physical cores x clock x fp32 lanes per vector x FMA units x 2 (an FMA
   is two FLOPs), the vector width taken from
   ``torch.backends.cpu.get_cpu_capability()``; bf16/fp16 only where the CPU
-  has native instructions for them. Memory bandwidth is not derivable from
+  has native instructions for them. The clock is the higher of the OS's
+  figure and the one measured by :mod:`infopt.analyze.cpu_clock` (turbo runs
+  above the base clock the OS reports). Memory bandwidth is not derivable from
   what the OS reports, so it is ``None``.
 - CUDA: a small table of datasheet figures for known GPUs (dense, not the
   2:4-sparsity figures), and fp32 / memory bandwidth derived from the device
@@ -39,7 +41,8 @@ import psutil
 import torch
 
 from infopt.devices import device_kind, resolve_device, synchronize
-from infopt.env import cpu_max_mhz, cpu_model
+from infopt.analyze.cpu_clock import measured_clock_mhz
+from infopt.env import cpu_max_mhz, cpu_model, float32_precision, precision_switches
 from infopt.errors import InvalidInputError
 from infopt.measure.interference import watch
 
@@ -161,7 +164,9 @@ def cpu_theoretical_peaks() -> dict:
     machine = platform.machine().lower()
     flags = cpu_flags()
     cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-    mhz = cpu_max_mhz()
+    os_mhz = cpu_max_mhz()
+    real_mhz, how = measured_clock_mhz()
+    mhz = max([m for m in (os_mhz, real_mhz) if m] or [None]) if (os_mhz or real_mhz) else None
     assumptions = []
     if machine in ("x86_64", "amd64"):
         vector_bits = {"AVX512": 512, "AVX2": 256}.get(capability, 128)
@@ -184,8 +189,9 @@ def cpu_theoretical_peaks() -> dict:
     if mhz is None:
         return {"flops_per_s": {name: None for name in DTYPES}, "bandwidth_bytes_per_s": None,
                 "source": "not derivable: the OS reports no CPU clock", "assumptions": assumptions}
-    assumptions.append(f"clock {mhz:.0f} MHz as reported by the OS (psutil max, else current); turbo clocks "
-                       "above it can let measured figures exceed the peak")
+    assumptions.append(f"clock {mhz:.0f} MHz: the higher of the OS's {os_mhz or 0:.0f} MHz (psutil max, else "
+                       f"current) and the clock {how}" + (f" ({real_mhz:.0f} MHz)" if real_mhz else "") +
+                       "; with the OS's figure alone the peak is a lower bound that turbo clocks exceed")
     per_cycle_fp32 = (vector_bits // 32) * fma_units * 2
     fp32 = cores * mhz * 1e6 * per_cycle_fp32
     flops: dict[str, float | None] = {"float32": fp32, "bfloat16": None, "float16": None}
@@ -207,7 +213,7 @@ def cpu_theoretical_peaks() -> dict:
         "source": f"derived: {cores} physical cores x {mhz:.0f} MHz x {vector_bits // 32} fp32 lanes x "
                   f"{fma_units} FMA units x 2 FLOP/FMA",
         "bandwidth_source": "not derivable from what the OS reports (DIMM channels and speed unknown)",
-        "assumptions": assumptions,
+        "assumptions": assumptions, "clock_mhz": mhz, "clock_measured": bool(real_mhz and real_mhz >= mhz),
     }
 
 
@@ -230,6 +236,7 @@ def cuda_theoretical_peaks(device: torch.device) -> dict:
         result["flops_per_s"] = {"float32": figures["tf32"] if tf32 and "tf32" in figures else figures["float32"],
                                  "bfloat16": figures.get("bfloat16"), "float16": figures.get("float16")}
         result["bandwidth_bytes_per_s"] = figures["bandwidth"]
+        result["tf32_flops_per_s"] = figures.get("tf32")  # the fp32 roof of a kernel that runs TF32 (convs)
         result["source"] = f"datasheet table entry '{label}' (dense figures, no 2:4 sparsity)"
         result["table_entry"] = label
     else:
@@ -313,7 +320,7 @@ def measure_matmul(device: torch.device, dtype: torch.dtype, quick: bool = False
                       "median_flops_per_s": flops / sorted(times)[len(times) // 2]}
         del a, b, out
     size = max(by_size, key=lambda k: by_size[k]["best_flops_per_s"])
-    return {"status": "ok", "size": size, "calls_per_run": repeats,
+    return {"status": "ok", "size": size, "calls_per_run": repeats, "precision": _precision(kind, "matmul", dtype),
             "measured_flops_per_s": by_size[size]["best_flops_per_s"],
             "median_flops_per_s": by_size[size]["median_flops_per_s"], "by_size": by_size}
 
@@ -357,9 +364,13 @@ def measure_conv(device: torch.device, dtype: torch.dtype, quick: bool = False) 
                                "median_flops_per_s": flops / sorted(times)[len(times) // 2], "flops": flops}
             del x, w
     kernel = max(by_kernel, key=lambda k: by_kernel[k]["best_flops_per_s"])
-    return {"status": "ok", "kernel": kernel, "calls_per_run": repeats,
+    return {"status": "ok", "kernel": kernel, "calls_per_run": repeats, "precision": _precision(kind, "conv", dtype),
             "measured_flops_per_s": by_kernel[kernel]["best_flops_per_s"],
             "median_flops_per_s": by_kernel[kernel]["median_flops_per_s"], "by_kernel": by_kernel}
+
+
+def _precision(kind: str, family: str, dtype: torch.dtype) -> str:
+    return float32_precision(kind, family) if dtype == torch.float32 else dtype_name(dtype)
 
 
 def best_compute(matmul: dict, conv: dict) -> dict:
@@ -373,7 +384,7 @@ def best_compute(matmul: dict, conv: dict) -> dict:
         entry = matmul if matmul.get("status") != "ok" else conv
         return {"status": entry.get("status", "error"), "reason": entry.get("reason", "no kernel family measured")}
     family, kernel, entry = max(candidates, key=lambda c: c[2]["measured_flops_per_s"])
-    return {"status": "ok", "family": family, "kernel": kernel,
+    return {"status": "ok", "family": family, "kernel": kernel, "precision": entry.get("precision"),
             "measured_flops_per_s": entry["measured_flops_per_s"], "median_flops_per_s": entry["median_flops_per_s"],
             "by_family": {f: e["measured_flops_per_s"] for f, _, e in candidates},
             **{key: entry[key] for key in ("interference", "interference_detail") if key in entry}}
@@ -445,6 +456,7 @@ def device_peaks(device: str | torch.device = "cpu", dtypes=None, quick: bool = 
         "quick": quick,
         "torch_threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "precision_switches": precision_switches(),  # on CUDA fp32 convs run TF32 by default, torch.mm does not
         "compute": compute,
         "compute_definition": COMPUTE_DEFINITION,
         "matmul": matmul,
@@ -463,8 +475,10 @@ def peak_flops(peaks: dict, dtype: torch.dtype | str = "float32", source: str = 
         # "compute" (best kernel family) since issue #18; older files hold only "matmul"
         entry = peaks.get("compute", peaks.get("matmul", {})).get(name, {})
         return entry.get("measured_flops_per_s") if entry.get("status") == "ok" else None
-    if source == "theoretical":
-        return peaks.get("theoretical", {}).get("flops_per_s", {}).get(name)
+    if source == "theoretical":  # a float32 roof whose measured kernel ran TF32 is the TF32 datasheet rate
+        tf32 = peaks.get("compute", {}).get(name, {}).get("precision") == "tf32" and name == "float32"
+        figures = peaks.get("theoretical", {})
+        return (figures.get("tf32_flops_per_s") if tf32 else None) or figures.get("flops_per_s", {}).get(name)
     raise InvalidInputError(f"Peak source must be 'measured' or 'theoretical', got {source!r}.")
 
 
@@ -484,7 +498,8 @@ def peaks_table(peaks: dict) -> pd.DataFrame:
         measured, theoretical = peak_flops(peaks, name, "measured"), peak_flops(peaks, name, "theoretical")
         rows.append({"quantity": f"compute {name}", "unit": "FLOP/s", "measured": measured,
                      "theoretical": theoretical, "status": entry.get("status"),
-                     "note": entry.get("kernel") or entry.get("reason", "")})
+                     "note": (entry.get("kernel") or entry.get("reason", "")) + (
+                         f" (runs as {entry['precision']})" if entry.get("precision") == "tf32" else "")})
     rows.append({"quantity": "copy bandwidth", "unit": "bytes/s", "measured": peak_bandwidth(peaks, "measured"),
                  "theoretical": peak_bandwidth(peaks, "theoretical"), "status": "ok", "note": ""})
     table = pd.DataFrame(rows)

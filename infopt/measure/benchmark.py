@@ -6,6 +6,10 @@ memory tracking never perturbs latency. A point that runs out of memory is
 recorded as ``status="oom"`` (larger batch sizes are ``"skipped"``); any other
 failure is ``status="error"`` with its message; the sweep always goes on.
 
+Memory: ``model_memory_mb`` = ``weight_memory_mb`` (weights as stored) + ``activation_memory_mb`` (the
+memory pass's increase: activations and workspace) is the model's own footprint, the figure to compare across
+devices; ``peak_memory_mb`` is what the method in ``memory_method`` sees (CPU: the whole process's resident set).
+
 ``interference`` / ``interference_detail``: whether other processes used the
 machine while the point was timed (:mod:`infopt.measure.interference`).
 
@@ -23,10 +27,10 @@ import pandas as pd
 import torch
 
 from infopt.devices import synchronize
-from infopt.measure.memtrack import measure_peak_memory, release_memory
+from infopt.measure.memtrack import MIB, measure_peak_memory, release_memory
 from infopt.presets import DEFAULT_BATCH_SIZES
 from infopt.results import numeric_columns
-from infopt.measure.sweep import Point, check_batch_sizes, run_points
+from infopt.measure.sweep import Point, check_batch_sizes, run_points, validate_inputs
 from infopt.measure.timing import TimingConfig, measure, recorded_failure, thread_count
 
 #: Columns of :func:`run_batch_sweep`, in order (``samples_ms`` holds the raw per-call latencies).
@@ -35,7 +39,8 @@ BENCHMARK_COLUMNS = (
     "interference", "interference_detail",
     "latency_mean_ms", "latency_std_ms", "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
     "latency_p99_ms", "latency_max_ms", "latency_ci_low_ms", "latency_ci_high_ms", "latency_iqr_ms", "latency_cv",
-    "throughput_items_per_s", "tokens_per_s", "peak_memory_mb", "activation_memory_mb", "baseline_memory_mb",
+    "throughput_items_per_s", "tokens_per_s", "model_memory_mb", "weight_memory_mb", "peak_memory_mb",
+    "activation_memory_mb", "baseline_memory_mb",
     "peak_reserved_mb", "memory_method", "warmup_calls", "warmup_stable", "stop_reason", "timer", "num_threads",
     "wall_time_s", "samples_ms",
 )
@@ -45,6 +50,16 @@ _STAT_COLUMNS = {"mean": "latency_mean_ms", "std": "latency_std_ms", "min": "lat
                  "iqr": "latency_iqr_ms", "cv": "latency_cv"}
 #: How many calls the memory pass makes per point.
 MEMORY_CALLS = 3
+
+
+def model_footprint(weight_bytes: int, activation_memory_mb: float) -> dict:
+    """The model's own memory: its weights as stored plus the activations and workspace the pass added.
+
+    The same sum on every device, so a CPU row (whose ``peak_memory_mb`` is the whole process's resident set:
+    interpreter and libraries included) and a CUDA row (the allocator's tensors) compare like with like.
+    """
+    weights = weight_bytes / MIB
+    return {"weight_memory_mb": weights, "model_memory_mb": weights + float(activation_memory_mb)}
 
 
 def empty_row(point: Point, status: str, error: str | None = None) -> dict:
@@ -84,6 +99,7 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
             if measure_memory:
                 with thread_count(timing.num_threads):
                     row.update(measure_peak_memory(lambda: model.forward(inputs), model.device, calls=MEMORY_CALLS))
+                row.update(model_footprint(model.weight_bytes(), row["activation_memory_mb"]))
     finally:
         del inputs
         release_memory(model.device, thorough=row["status"] != "ok")
@@ -95,7 +111,7 @@ def run_batch_sweep(model, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, seq
                     timing: TimingConfig | None = None, measure_memory: bool = True) -> pd.DataFrame:
     """One row per batch size (ascending); after an out-of-memory point, larger sizes are ``skipped``."""
     sizes = check_batch_sizes(batch_sizes)
-    model.prepare_input(1, seq_len)  # validate seq_len before anything runs
+    validate_inputs(model, seq_len)  # invalid seq_len raises before anything runs; an OOM is the points'
     points = [Point.of(model, size, seq_len) for size in sizes]
     rows = run_points(points, lambda point: benchmark_point(model, point.batch_size, seq_len, timing=timing,
                                                             measure_memory=measure_memory), empty_row)
@@ -140,4 +156,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BENCHMARK_COLUMNS", "benchmark_point", "empty_row", "cold_start", "run_batch_sweep", "run_generation_sweep"]
+__all__ = ["BENCHMARK_COLUMNS", "benchmark_point", "empty_row", "cold_start", "model_footprint", "run_batch_sweep",
+           "run_generation_sweep"]

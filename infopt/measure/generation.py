@@ -52,13 +52,15 @@ class StepClock(LogitsProcessor):
     """A no-op logits processor that timestamps every generation step."""
 
     def __init__(self, device: torch.device):
-        self.kind = device_kind(device)
+        self.device = torch.device(device)
+        self.kind = device_kind(self.device)
         self.marks: list = []
 
     def mark(self) -> None:
         if self.kind == "cuda":
+            # on the model's device's stream: the current device may be another GPU (cuda:N, N > 0)
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
             self.marks.append(event)
         else:
             if self.kind == "mps":

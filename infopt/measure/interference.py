@@ -11,10 +11,10 @@ rounding). A quarter of a core is well above what an idle desktop's daemons
 use and well below one busy thread, the smallest load that measurably slows a
 multi-threaded forward on a small machine.
 
-CUDA: through NVML (``nvidia-ml-py``, optional): other processes holding the
-GPU, their utilisation during the window, and clock throttling for thermal or
-hardware-slowdown reasons. Without NVML the GPU part says ``"not checked"``,
-never "clean".
+CUDA: through NVML (``nvidia-ml-py``, optional; :mod:`infopt.measure.nvml_watch`):
+other processes holding the GPU, their utilisation during the window, and
+clock slowdowns (power cap, thermal, hardware). A check that could not run
+says ``"not checked"``, never "clean".
 
 Use :func:`watch` around any timed code (``with watch(device) as window:``
 then ``window.result``); :func:`check_machine` samples the machine for a few
@@ -39,10 +39,10 @@ import pandas as pd
 import psutil
 import torch
 
+from infopt.measure.nvml_watch import GPU_THRESHOLD_PERCENT, GpuWatch
+
 #: Cores of CPU time used by other processes, on average over a timed window, above which it is flagged.
 CPU_THRESHOLD_CORES = 0.25
-#: GPU utilisation (percent) by other processes above which a window is flagged.
-GPU_THRESHOLD_PERCENT = 5.0
 #: Columns every timed row carries.
 INTERFERENCE_COLUMNS = ("interference", "interference_detail")
 _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
@@ -51,6 +51,16 @@ _TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 def _busy_s(times) -> float:
     """System busy seconds (all CPUs), as psutil's own ``cpu_percent`` counts them."""
     return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+def _system_busy_s() -> float:
+    """Busy seconds of the CPUs this process may run on: all of them, or its pinned share (a Ray GPU job's
+    slice, :func:`infopt.run.ray_executor.pin_cpu_share`), where another job's load does not compete."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if allowed and len(allowed) < (psutil.cpu_count() or 0):
+        per_cpu = psutil.cpu_times(percpu=True)
+        return sum(_busy_s(per_cpu[index]) for index in allowed if index < len(per_cpu))
+    return _busy_s(psutil.cpu_times())
 
 
 def _own_s(process: psutil.Process) -> float:
@@ -90,105 +100,6 @@ def combine(results: Iterable["Interference"]) -> Interference:
                         sum(result.window_s for result in results), worst.gpu)
 
 
-# -- GPU (NVML, optional) ----------------------------------------------------------
-def _nvml():
-    """The initialised ``pynvml`` module, or ``None`` when nvidia-ml-py or the driver is missing."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return pynvml
-    except Exception:  # noqa: BLE001 - any failure means "not checked"
-        return None
-
-
-def _nvml_handle(nvml, device: torch.device):
-    """NVML's handle of a torch CUDA device, without initialising CUDA in a process that has not.
-
-    (A CUDA context in the runner would itself be "another process on the GPU" for the notebooks.)
-    """
-    if torch.cuda.is_initialized():
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        try:
-            uuid = str(torch.cuda.get_device_properties(index).uuid)
-            return nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-        except Exception:  # noqa: BLE001 - older torch or MIG: fall back to the index
-            pass
-    index = device.index or 0
-    visible = [entry.strip() for entry in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if entry.strip()]
-    if index < len(visible):
-        if visible[index].isdigit():
-            return nvml.nvmlDeviceGetHandleByIndex(int(visible[index]))
-        return nvml.nvmlDeviceGetHandleByUUID(visible[index])
-    return nvml.nvmlDeviceGetHandleByIndex(index)
-
-
-class _GpuWatch:
-    """Other processes, their utilisation and throttling on one CUDA device, over a window."""
-
-    _THROTTLE = {"nvmlClocksThrottleReasonSwThermalSlowdown": "thermal",
-                 "nvmlClocksThrottleReasonHwSlowdown": "hw slowdown",
-                 "nvmlClocksThrottleReasonHwThermalSlowdown": "hw thermal",
-                 "nvmlClocksThrottleReasonHwPowerBrakeSlowdown": "power brake"}
-
-    def __init__(self, device: torch.device):
-        self.nvml = _nvml() if device.type == "cuda" else None
-        self.handle = None
-        if self.nvml is not None:
-            try:
-                self.handle = _nvml_handle(self.nvml, device)
-            except Exception:  # noqa: BLE001
-                self.nvml = None
-
-    def _others(self) -> int:
-        """How many processes other than ours hold the GPU.
-
-        In a container NVML reports host process ids, so ours may not appear by
-        its id: then one of the processes listed is taken to be ours.
-        """
-        pids: set[int] = set()
-        for query in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-            try:
-                pids |= {p.pid for p in getattr(self.nvml, query)(self.handle)}
-            except Exception:  # noqa: BLE001 - a query the driver lacks
-                pass
-        if os.getpid() in pids:
-            return len(pids) - 1
-        return max(0, len(pids) - 1) if torch.cuda.is_initialized() else len(pids)
-
-    def start(self) -> None:
-        if self.nvml is not None:
-            self.started_us = int(time.time() * 1e6)
-            self.others_before = self._others()
-
-    def stop(self) -> tuple[bool, str]:
-        if self.nvml is None:
-            return False, "GPU not checked (nvidia-ml-py/NVML unavailable)"
-        nvml, problems = self.nvml, []
-        others = max(self.others_before, self._others())
-        if others:
-            problems.append(f"{others} other process(es) on the GPU")
-        try:
-            samples = nvml.nvmlDeviceGetProcessUtilization(self.handle, self.started_us)
-            by_pid: dict[int, float] = {}
-            for sample in samples:
-                by_pid[sample.pid] = max(by_pid.get(sample.pid, 0.0), float(sample.smUtil))
-            ours = os.getpid() if os.getpid() in by_pid else max(by_pid, key=by_pid.get, default=None)
-            other_util = sum(util for pid, util in by_pid.items() if pid != ours)  # ours: the busiest if unseen
-            if other_util > GPU_THRESHOLD_PERCENT:
-                problems.append(f"{other_util:.0f}% GPU utilisation not ours")
-        except Exception:  # noqa: BLE001 - no samples in the window, or not supported
-            pass
-        try:
-            reasons = nvml.nvmlDeviceGetCurrentClocksThrottleReasons(self.handle)
-            names = [text for name, text in self._THROTTLE.items() if reasons & getattr(nvml, name, 0)]
-            if names:
-                problems.append("clocks throttled (" + ", ".join(names) + ")")
-        except Exception:  # noqa: BLE001
-            pass
-        return bool(problems), "; ".join(problems) if problems else "GPU clean (NVML)"
-
-
 # -- the window ---------------------------------------------------------------------
 class watch:  # noqa: N801 - used as a context manager, like contextlib's
     """Context manager measuring interference over the block: ``with watch(device) as window: ...``.
@@ -201,18 +112,18 @@ class watch:  # noqa: N801 - used as a context manager, like contextlib's
         self.device = torch.device(device)
         self.threshold = threshold_cores
         self.process = psutil.Process()
-        self.gpu = _GpuWatch(self.device) if self.device.type == "cuda" else None
+        self.gpu = GpuWatch(self.device) if self.device.type == "cuda" else None
         self.result: Interference | None = None
 
     def __enter__(self) -> "watch":
         if self.gpu is not None:
             self.gpu.start()
-        self._busy, self._own, self._t0 = _busy_s(psutil.cpu_times()), _own_s(self.process), time.perf_counter()
+        self._busy, self._own, self._t0 = _system_busy_s(), _own_s(self.process), time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         window = time.perf_counter() - self._t0
-        others_s = max(0.0, (_busy_s(psutil.cpu_times()) - self._busy) - (_own_s(self.process) - self._own))
+        others_s = max(0.0, (_system_busy_s() - self._busy) - (_own_s(self.process) - self._own))
         cores = others_s / window if window > 0 else math.nan
         cpu_flag = cores > self.threshold + _resolution_cores(window)
         detail = f"other processes used {cores:.2f} CPU cores (threshold {self.threshold:g}) over {window:.2f} s"
@@ -456,7 +367,8 @@ def quality_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 #: Timed result files of a run (``{model}_{device}_{kind}.csv``) and the CI columns of each kind.
 TIMED_KINDS = {"results": ("latency_ci_low_ms", "latency_ci_high_ms"),
                "variants": ("latency_ci_low_ms", "latency_ci_high_ms"),
-               "generation": ("tpot_ci_low_ms", "tpot_ci_high_ms")}
+               "generation": ("tpot_ci_low_ms", "tpot_ci_high_ms"),
+               "generation_variants": ("tpot_ci_low_ms", "tpot_ci_high_ms")}
 
 
 def run_quality_lines(run_dir) -> list[str]:
@@ -468,7 +380,10 @@ def run_quality_lines(run_dir) -> list[str]:
 
     lines = []
     for kind, ci_columns in TIMED_KINDS.items():
+        longer = [other for other in TIMED_KINDS if other != kind and other.endswith(f"_{kind}")]
         for path in sorted(Path(run_dir).glob(f"**/*_{kind}.csv")):
+            if any(path.stem.endswith(f"_{other}") for other in longer):
+                continue  # *_generation_variants.csv is not a *_variants.csv: its CI is the TPOT's
             try:
                 frame = pd.read_csv(path)
                 counts = quality_counts(frame, ci_columns)

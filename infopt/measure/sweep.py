@@ -14,8 +14,9 @@ protocol every sweep follows (batch sweep, generation, memory, variants):
   model, variant, device and settings; batch size and sequence length both at
   least as large) is ``"skipped"`` with the reason.
 
-It also owns the two input checks the sweeps share: :func:`check_batch_sizes`
-and :func:`resolve_seq_len`.
+It also owns the input checks the sweeps share: :func:`check_batch_sizes`,
+:func:`resolve_seq_len` and :func:`validate_inputs` (an out-of-memory error
+while building inputs is a point's ``oom``, never the sweep's end).
 """
 
 from __future__ import annotations
@@ -60,6 +61,22 @@ def resolve_seq_len(model, seq_len: int | None) -> int | None:
         return None
     resolved = model.input_description(seq_len).get("seq_len", seq_len)
     return None if resolved is None else int(resolved)
+
+
+def validate_inputs(model, seq_len: int | None) -> None:
+    """Check ``seq_len`` up front by building the smallest input (batch 1), before any point runs.
+
+    Invalid input raises :class:`~infopt.errors.InvalidInputError`; any other failure (an out-of-memory error
+    while building even that input) is left to the points, which record it as ``oom`` and skip larger ones,
+    instead of aborting the sweep.
+    """
+    try:
+        inputs = model.prepare_input(1, seq_len)
+    except InvalidInputError:
+        raise
+    except Exception:  # noqa: BLE001 - the points record it (run_points), with the larger ones skipped
+        return
+    del inputs
 
 
 @dataclass(frozen=True)
@@ -129,4 +146,5 @@ def run_points(points: Iterable[Point], measure_point: Callable[[Point], dict],
     return rows
 
 
-__all__ = ["Point", "check_batch_sizes", "check_positive_ints", "resolve_seq_len", "run_points", "skip_message"]
+__all__ = ["Point", "check_batch_sizes", "check_positive_ints", "resolve_seq_len", "run_points", "skip_message",
+           "validate_inputs"]

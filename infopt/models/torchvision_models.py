@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -36,7 +37,7 @@ UNSUPPORTED_FAMILIES = {
     "optical_flow": "optical flow (image pairs)",
     "quantization": "pre-quantized",
 }
-OPTIONS = ("image_size", "frames")
+OPTIONS = ("image_size", "frames", "weights")  # weights: a local .pth state_dict (real weights from that file)
 #: Frames per clip for video models: torchvision's published multiply-adds are counted at 16.
 DEFAULT_FRAMES = 16
 
@@ -80,6 +81,8 @@ def check_torchvision(name: str, options: dict) -> None:
         raise InvalidInputError(f"Unknown option(s) for torchvision:{name}: {', '.join(unknown)} "
                                 f"(supported: {', '.join(OPTIONS)}).")
     _image_size_option(options.get("image_size"), name)
+    if "weights" in options and not Path(str(options["weights"])).expanduser().is_file():
+        raise InvalidInputError(f"torchvision:{name}: weights file {options['weights']} does not exist.")
     frames = options.get("frames")
     if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
         raise InvalidInputError(f"frames for torchvision:{name} must be an integer of at least 1, got {frames!r}.")
@@ -164,6 +167,22 @@ class TorchvisionModel(ModelWrapper):
         return {"input": f"3x{self.image_size}x{self.image_size} normalized image", "image_size": self.image_size}
 
 
+def load_weights_file(module, path: Path, where: str) -> str:
+    """Load a ``.pth`` state dict (or a checkpoint holding ``state_dict``) into ``module``; returns the
+    weights label ``pretrained (from <path>)``; a file that does not fit is one sentence."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unreadable or not a tensor file
+        raise InvalidInputError(f"{where}: weights file {path} cannot be read ({type(error).__name__}).") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        module.load_state_dict(state)
+    except Exception as error:  # noqa: BLE001 - keys or shapes of another architecture
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InvalidInputError(f"{where}: weights file {path} does not fit this architecture ({first}).") from None
+    return f"pretrained (from {path.resolve()})"
+
+
 def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) -> TorchvisionModel:
     """Build ``torchvision:<name>`` with seeded random or cached pretrained weights.
 
@@ -196,6 +215,8 @@ def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) ->
         if resized:
             raise InvalidInputError(f"Pretrained torchvision:{name} weights exist only for image_size={default}.")
         module.load_state_dict(load_torchvision_weights(get_model_weights(name).DEFAULT))
+    if "weights" in options:
+        weights = load_weights_file(module, Path(str(options["weights"])).expanduser(), f"torchvision:{name}")
     wrapper = TorchvisionModel(module, weights=weights, size="full", seed=seed, options=options)
     wrapper.name = spec.display_name
     wrapper.spec = spec.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import weakref
 from typing import Callable
 
 import torch
@@ -44,6 +45,7 @@ class VariantModel:
         self.reduced_precision = any(VARIANTS[name].reduced_precision for name in self.steps)
         self.transform_time_s = 0.0
         self.notes: list[str] = []
+        self.parked = False               # the baseline's weights are in host memory while this variant lives
 
     def __getattr__(self, name: str):
         if name in ("wrapper", "__setstate__") or name.startswith("__"):
@@ -74,11 +76,21 @@ class VariantModel:
                                 ".to() and apply the variant again.")
 
     def weight_bytes(self) -> int:
-        """Bytes of the transformed weights, packed int8 ones included (tied tensors counted once)."""
+        """Bytes of the transformed weights as stored (tied tensors counted once).
+
+        A quantized tensor subclass (torchao's int8 / int4 / float8) counts its packed data, scales and
+        zero points (``__tensor_flatten__``), not its logical ``numel`` at the float size.
+        """
         seen: set[tuple] = set()
 
         def size(value) -> int:
             if isinstance(value, torch.Tensor):
+                data = value.data if isinstance(value, nn.Parameter) else value
+                if type(data) is not torch.Tensor and hasattr(data, "__tensor_flatten__"):
+                    if ("subclass", id(data)) in seen:
+                        return 0
+                    seen.add(("subclass", id(data)))
+                    return sum(size(getattr(data, name, None)) for name in data.__tensor_flatten__()[0])
                 key = (value.data_ptr(), value.numel(), value.dtype) if not value.is_quantized else (id(value),)
                 if key in seen:
                     return 0
@@ -89,6 +101,34 @@ class VariantModel:
             return 0
 
         return sum(size(value) for value in self.eager_module.state_dict(keep_vars=True).values())
+
+    @contextlib.contextmanager
+    def baseline_parked(self, to: str | torch.device = "cpu"):
+        """The baseline's weights off the device for the block (then back), e.g. while this variant's peak
+        memory is measured: on a GPU the resident fp32 baseline would otherwise count in every variant's peak.
+        A no-op when the baseline is already there (or parked for the variant's life by ``park_baseline``)."""
+        reference = self.reference
+        home = reference.device
+        if self.parked or torch.device(to) == torch.device(home):
+            yield
+            return
+        reference.module.to(to)
+        try:
+            yield
+        finally:
+            reference.module.to(home)
+
+    @contextlib.contextmanager
+    def baseline_resident(self):
+        """The baseline back on its device for the block when it is parked (paired rounds need both)."""
+        if not self.parked:
+            yield
+            return
+        self.reference.module.to(self.reference.device)
+        try:
+            yield
+        finally:
+            self.reference.module.to("cpu")
 
     def info(self, seq_len: int | None = None) -> dict:
         """The baseline's description with the variant's name, dtype and weight size.
@@ -108,8 +148,36 @@ class VariantModel:
         return f"<VariantModel {self.variant} of {self.wrapper.name} size={self.wrapper.size} device={self.wrapper.device}>"
 
 
-def apply_variant(model: ModelWrapper, spec: str) -> VariantModel:
+def copy_through_host(model: ModelWrapper, park: bool = False) -> ModelWrapper:
+    """A deep copy of ``model`` whose weights are copied into host memory, then moved to the model's device.
+
+    Each parameter and buffer is copied to the CPU (tied ones once, through deepcopy's memo), so no second
+    set of weights is allocated on the device by the copy itself; with ``park`` the baseline's weights
+    move to the CPU first, so the device holds one model at a time.
+    """
+    device = torch.device(model.device)
+    if device.type == "cpu":
+        return copy.deepcopy(model)
+    memo: dict[int, object] = {}
+    for parameter in model.module.parameters():
+        memo[id(parameter)] = nn.Parameter(parameter.detach().to("cpu", copy=True),
+                                           requires_grad=parameter.requires_grad)
+    for buffer in model.module.buffers():
+        memo[id(buffer)] = buffer.detach().to("cpu", copy=True)
+    copied = copy.deepcopy(model, memo)
+    if park:
+        model.module.to("cpu")
+    copied.module.to(device)
+    return copied
+
+
+def apply_variant(model: ModelWrapper, spec: str, *, park_baseline: bool = False) -> VariantModel:
     """Transform a copy of ``model`` by ``spec`` (e.g. ``"bf16+channels-last"``).
+
+    The copy's weights pass through host memory (:func:`copy_through_host`). With ``park_baseline`` on a
+    GPU, the baseline's weights move to host memory before the copy moves to the device and come back
+    when the variant is garbage-collected: the device never holds both (a large model fits once, and the
+    variant's peak memory is its own); use :meth:`VariantModel.baseline_resident` around paired rounds.
 
     Raises :class:`VariantNotApplicableError` when a part does not apply to the
     model or its device, and :class:`VariantError` when a transformation
@@ -125,13 +193,20 @@ def apply_variant(model: ModelWrapper, spec: str) -> VariantModel:
     reason = unavailable_reason(model, spec)
     if reason:
         raise VariantNotApplicableError(reason)
-    result = VariantModel(copy.deepcopy(model), model, "+".join(steps))
+    parks = park_baseline and torch.device(model.device).type != "cpu"
+    copied = copy_through_host(model, park=parks)
+    result = VariantModel(copied, model, "+".join(steps))
+    if parks:
+        result.parked = True
+        weakref.finalize(result, model.module.to, model.device)  # the baseline returns with the variant's end
     started = time.perf_counter()
     try:
         with torch.no_grad():
             for name in application_order(steps):
                 VARIANTS[name].transform(result)
     except Exception as error:  # noqa: BLE001 - re-raised with the variant named
+        if parks:
+            model.module.to(model.device)
         raise VariantError(f"Variant '{name}' failed on {model.name}: {describe_failure(error)[1]}") from error
     result.transform_time_s = time.perf_counter() - started
     result.variant = "+".join(steps)
@@ -140,4 +215,4 @@ def apply_variant(model: ModelWrapper, spec: str) -> VariantModel:
 
 
 
-__all__ = ["VariantModel", "apply_variant"]
+__all__ = ["VariantModel", "apply_variant", "copy_through_host"]

@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 
 from infopt.optimize.accuracy import compare_generation, tolerance_for
+from infopt.analyze.decode_floor import FLOOR_COLUMNS, FLOOR_INPUT_COLUMNS, floor_inputs
 from infopt.devices import device_kind
 from infopt.errors import InvalidInputError
 from infopt.measure.generation import GENERATION_COLUMNS, generation_config, generation_point
@@ -84,6 +85,7 @@ GENERATION_VARIANT_COLUMNS = (
     "transform_time_s", "compile_time_s",
     "first_divergence", "identical_token_share", "rows_diverged", "confident_divergence", "prefill_rel_error",
     "prefill_cosine_similarity", "generation_accuracy_ok", "generation_tolerance", "notes",
+    *FLOOR_INPUT_COLUMNS, *FLOOR_COLUMNS,  # the decode floor (infopt.analyze.decode_floor): bytes now, floors with peaks
 )
 SWEEP_COLUMNS = tuple(GENERATION_COLUMNS) + GENERATION_VARIANT_COLUMNS
 
@@ -281,7 +283,8 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
         return _empty(model, name, batch_size, prompt_len, new_tokens, "n/a",
                       f"{forward} replaces forward only, not the generate loop; use static-cache-compile.")
     try:
-        variant = model if forward == BASELINE else apply_variant(model, forward)
+        # on a GPU the baseline waits in host memory while its variant is measured (never both on the device)
+        variant = model if forward == BASELINE else apply_variant(model, forward, park_baseline=True)
     except VariantNotApplicableError as error:
         return _empty(model, name, batch_size, prompt_len, new_tokens, "n/a", str(error))
     except VariantError as error:
@@ -291,6 +294,7 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
     reduced = is_variant and variant.reduced_precision
     row = _empty(model, name, batch_size, prompt_len, new_tokens, "ok", None)
     extra = {"transform_time_s": variant.transform_time_s if is_variant else 0.0}
+    extra.update(floor_inputs(variant, name, batch_size, prompt_len, new_tokens))  # weights as stored
     notes = list(variant.notes) if is_variant else []
     try:
         with recorded_failure(row):
@@ -317,8 +321,10 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
             if paired_rounds and name != BASELINE and row["status"] == "ok":
                 try:
                     unpaired = Interference(bool(row["interference"]), row["interference_detail"])
-                    paired = paired_generation_speedup(base_runner, runner, batch_size, prompt_len, new_tokens,
-                                                       rounds=paired_rounds, num_threads=num_threads)
+                    resident = variant.baseline_resident() if is_variant else contextlib.nullcontext()
+                    with resident:  # paired rounds need both on the device
+                        paired = paired_generation_speedup(base_runner, runner, batch_size, prompt_len, new_tokens,
+                                                           rounds=paired_rounds, num_threads=num_threads)
                     pair_window = Interference(paired.pop("interference"), "paired rounds: " +
                                                paired.pop("interference_detail"))
                     extra.update(paired, **combine([unpaired, pair_window]).columns())

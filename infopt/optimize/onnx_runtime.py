@@ -6,7 +6,10 @@ replaces torch's execution, so it never stacks with ``torch.compile``):
 * ``onnxruntime``: the dynamo exporter (``torch.onnx.export(dynamo=True)``)
   with a dynamic batch axis (and a dynamic sequence axis for text models), run
   on the CPU execution provider, or the CUDA one on a GPU where onnxruntime has
-  it (``onnxruntime-gpu``).
+  it (``onnxruntime-gpu``, the ``gpu`` extra) with the device index of the
+  model's ``cuda:N``; the session's real provider is asserted
+  (:func:`require_provider`): a silent fall-back to the CPU is an error, never
+  a row on ``cuda``.
 * ``onnxruntime-int8``: the same graph with int8 dynamic quantization of its
   weights (``onnxruntime.quantization.quantize_dynamic``, QInt8); CPU.
 * ``onnxruntime-int8-static``: the same graph with static int8 quantization
@@ -88,7 +91,8 @@ def check(name: str):
         provider = _provider(device_kind(model.device))
         if provider not in onnxruntime.get_available_providers():
             return (f"{name}: the installed onnxruntime has no {provider} (available: "
-                    f"{', '.join(onnxruntime.get_available_providers())}); install onnxruntime-gpu for CUDA.")
+                    f"{', '.join(onnxruntime.get_available_providers())}); install onnxruntime-gpu for CUDA "
+                    "(pip install -e \".[gpu]\", without the CPU build).")
         return None
     return reason
 
@@ -107,8 +111,10 @@ def _quantize_static(model, keys: list[str], source: str, target: str) -> None:
 
     class SeededInputs(CalibrationDataReader):
         def __init__(self):
-            self.batches = (model.prepare_input(CALIBRATION_BATCH, seed=CALIBRATION_SEED + index)
-                            for index in range(CALIBRATION_BATCHES))
+            real = getattr(model, "calibration_data", None)  # the user's calibration split (infopt.data)
+            self.batches = iter(real[0]) if real else (
+                model.prepare_input(CALIBRATION_BATCH, seed=CALIBRATION_SEED + index)
+                for index in range(CALIBRATION_BATCHES))
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -165,13 +171,43 @@ def export_onnx(variant, path: str) -> tuple[list[str], float]:
     return keys, time.perf_counter() - started
 
 
-def _session(path: str, kind: str):
+class ProviderFallbackError(RuntimeError):
+    """ONNX Runtime created the session on another execution provider than the one asked for."""
+
+
+def session_providers(device: torch.device) -> list:
+    """The ``providers`` argument for a session on ``device``: CUDA with its device index, else the CPU."""
+    provider = _provider(device_kind(device))
+    if provider == "CUDAExecutionProvider":
+        index = device.index if device.index is not None else (
+            torch.cuda.current_device() if torch.cuda.is_available() else 0)
+        return [(provider, {"device_id": int(index)})]
+    return [provider]
+
+
+def require_provider(session, device: torch.device) -> str:
+    """The provider ``session`` really runs on; raises when ONNX Runtime fell back from the one asked for.
+
+    ``get_available_providers()`` lists CUDA whenever the GPU build is installed, even when its CUDA / cuDNN
+    libraries do not load; the session then silently runs on the CPU. Only ``session.get_providers()`` tells.
+    """
+    wanted, used = _provider(device_kind(device)), session.get_providers()[0]
+    if used != wanted:
+        raise ProviderFallbackError(f"ONNX Runtime runs this session on {used}, not {wanted} for {device} (its "
+                                    "libraries did not load: see onnxruntime's log; install the onnxruntime-gpu "
+                                    "build matching this CUDA)")
+    return used
+
+
+def _session(path: str, device: torch.device):
     import onnxruntime  # noqa: PLC0415
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # the thread count the lab pins for every variant
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return onnxruntime.InferenceSession(path, options, providers=[_provider(kind)])
+    session = onnxruntime.InferenceSession(path, options, providers=session_providers(device))
+    require_provider(session, device)
+    return session
 
 
 def transform(name: str):
@@ -191,10 +227,12 @@ def transform(name: str):
             quantized = os.path.join(folder, "model.int8-static.onnx")
             _quantize_static(model, keys, path, quantized)
             path = quantized
-            model.notes.append(f"static int8 calibrated on {CALIBRATION_BATCHES} x {CALIBRATION_BATCH} seeded "
-                               "inputs")
+            real = getattr(model, "calibration_data", None)
+            model.notes.append(f"static int8 calibrated on {real[1]}" if real else
+                               f"static int8 calibrated on {CALIBRATION_BATCHES} x {CALIBRATION_BATCH} seeded "
+                               "inputs (random: no --data given)")
         try:
-            session = _session(path, kind)  # the session holds the weights in memory from here on
+            session = _session(path, model.device)  # the session holds the weights in memory from here on
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         device = model.device
@@ -206,7 +244,8 @@ def transform(name: str):
         model.wrapper.forward = run          # the copy's forward now runs the session
         model.forward_contexts.clear()      # autocast was traced into the graph; it means nothing around ORT
         model.export_time_s = export_s
-        model.notes.append(f"ONNX export {export_s:.1f} s; {session.get_providers()[0]}"
+        index = f" (device {model.device.index or 0})" if kind == "cuda" else ""
+        model.notes.append(f"ONNX export {export_s:.1f} s; {session.get_providers()[0]}{index}"
                            + ("; inputs/outputs copied through host memory" if kind == "cuda" else ""))
     return apply
 
@@ -232,4 +271,5 @@ def variants() -> list[Variant]:
 
 
 __all__ = ["CALIBRATION_BATCH", "CALIBRATION_BATCHES", "CALIBRATION_SEED", "EXPORT_BATCH", "ONNXExportError",
-           "ONNX_VARIANTS", "check", "export_onnx", "one_line_reason", "onnx_import_error", "transform", "variants"]
+           "ONNX_VARIANTS", "ProviderFallbackError", "check", "export_onnx", "one_line_reason", "onnx_import_error",
+           "require_provider", "session_providers", "transform", "variants"]

@@ -95,6 +95,11 @@ def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
     :data:`REFUSALS`: a faster-looking variant was flagged ("machine busy
     during measurement"), had no CI ("not enough samples"), or none beat the
     baseline. ``runner_up`` names the next qualifying variant.
+
+    One name per quantity: the recommended variant's headline speedup is ``speedup`` (with ``speedup_ci_low`` /
+    ``speedup_ci_high``), and ``speedup_measure`` says which it is; ``speedup_vs_baseline`` stays the sweep's
+    ratio of medians and is never reused for the paired figure. A kept baseline has no speedup (NaN: nothing
+    was measured against itself), not a literal 1.0.
     """
     (speed, low, high), measure = headline_columns(df, by)
     df = df.copy()
@@ -114,22 +119,22 @@ def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
             text = (f"{model} on {device}, batch {size}: keep {BASELINE}; {reason}." if kept else
                     f"{model} on {device}, batch {size}: no variant (not even the baseline) ran and passed the "
                     "accuracy guard.")
-            rows.append({**base, "variant": kept, "speedup_vs_baseline": 1.0 if kept else math.nan,
+            rows.append({**base, "variant": kept, "speedup": math.nan,
                          "speedup_ci_low": math.nan, "speedup_ci_high": math.nan,
                          "latency_p50_ms": baseline["latency_p50_ms"].iloc[0] if kept else math.nan,
-                         "rel_error": math.nan, "cosine_similarity": math.nan, "distinguishable": False,
-                         "runner_up": None, "rejected_for_accuracy": rejected, "reason": reason if kept else
-                         "nothing ran", "recommendation": text})
+                         "rel_error": math.nan, "cosine_similarity": math.nan, "runner_up": None,
+                         "rejected_for_accuracy": rejected, "reason": reason if kept else "nothing ran",
+                         "recommendation": text})
             continue
         best = qualified.iloc[0]
         text = (f"{model} on {device}, batch {size}: use {best['variant']}, "
                 f"{format_speedup(best[speed], best[low], best[high], best['latency_p50_ms'], measure)} vs "
                 f"{BASELINE}; rel. error {best['rel_error']:.2g}, worst-row cosine {best['cosine_similarity']:.5f}"
                 f" ({str(best['tolerance']).split(';')[0]}).")
-        rows.append({**base, "variant": best["variant"], "speedup_vs_baseline": best[speed],
+        rows.append({**base, "variant": best["variant"], "speedup": best[speed],
                      "speedup_ci_low": best[low], "speedup_ci_high": best[high],
                      "latency_p50_ms": best["latency_p50_ms"], "rel_error": best["rel_error"],
-                     "cosine_similarity": best["cosine_similarity"], "distinguishable": True,
+                     "cosine_similarity": best["cosine_similarity"],
                      "runner_up": qualified.iloc[1]["variant"] if len(qualified) > 1 else None,
                      "rejected_for_accuracy": rejected, "reason": None, "recommendation": text})
     return pd.DataFrame(rows)

@@ -106,7 +106,7 @@ SPEEDUP_DEFINITION = ("headline: paired_speedup = median over alternating baseli
                       "a CI containing 1 means no significant difference")
 
 
-def _reference_outputs(model: ModelWrapper, batch_sizes: list[int], seq_len: int | None) -> dict:
+def reference_outputs(model: ModelWrapper, batch_sizes: list[int], seq_len: int | None) -> dict:
     """fp32 eager outputs on the seeded inputs, per batch size (an error is kept as its message)."""
     outputs: dict[int, torch.Tensor | str] = {}
     with torch.inference_mode():
@@ -120,13 +120,14 @@ def _reference_outputs(model: ModelWrapper, batch_sizes: list[int], seq_len: int
     return outputs
 
 
-def _sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int | None, references: dict,
+def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int | None, references: dict,
                    timing: TimingConfig, measure_memory: bool, paired_rounds: int = 0) -> list[dict]:
     """All batch sizes of one variant (protocol of :func:`infopt.measure.sweep.run_points`); never raises for a
     failure inside the variant."""
     points = [Point.of(model, size, seq_len, variant=spec) for size in sizes]
     try:
-        variant = model if spec == BASELINE else apply_variant(model, spec)
+        # on a GPU the baseline waits in host memory while its variant is measured (never both on the device)
+        variant = model if spec == BASELINE else apply_variant(model, spec, park_baseline=True)
     except VariantNotApplicableError as error:
         return [empty_row(point, "n/a", str(error)) for point in points]
     except VariantError as error:
@@ -163,7 +164,8 @@ def _sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: in
         if paired_rounds and is_variant and row["status"] == "ok":
             unpaired = Interference(bool(row["interference"]), row["interference_detail"])
             try:
-                paired = paired_speedup(model, variant, size, seq_len, rounds=paired_rounds, timing=timing)
+                with variant.baseline_resident():  # paired rounds need both on the device
+                    paired = paired_speedup(model, variant, size, seq_len, rounds=paired_rounds, timing=timing)
                 pair_window = Interference(paired.pop("interference"), "paired rounds: " +
                                            paired.pop("interference_detail"))
                 row.update(paired, **combine([unpaired, pair_window]).columns())
@@ -225,8 +227,20 @@ def run_variant_sweep(model: ModelWrapper, variants: Iterable[str] | None = None
     takes about as long as an unpaired one with fewer unpaired samples per
     row. ``paired_rounds=0`` times unpaired only, with the full cap.
     """
+    sizes, specs = resolve_specs(model, variants, batch_sizes, seq_len, include_compile)
+    timing = timing or TimingConfig()
+    references = reference_outputs(model, sizes, seq_len)
+    rows = []
+    for spec in specs:
+        rows.extend(sweep_variant(model, spec, sizes, seq_len, references, timing, measure_memory, paired_rounds))
+    return finish_table(rows)
+
+
+def resolve_specs(model: ModelWrapper, variants: Iterable[str] | None, batch_sizes: Iterable[int],
+                  seq_len: int | None, include_compile: bool = True) -> tuple[list[int], list[str]]:
+    """Checked batch sizes and canonical specs (baseline first, no duplicates); bad input raises before any run."""
     if isinstance(model, VariantModel) or getattr(model, "variant", BASELINE) != BASELINE:
-        raise InvalidInputError(f"run_variant_sweep needs the {BASELINE} baseline model, not a variant.")
+        raise InvalidInputError(f"A variant search needs the {BASELINE} baseline model, not a variant.")
     sizes = check_batch_sizes(batch_sizes)
     model.prepare_input(1, seq_len)  # validate seq_len before anything runs
     requested = default_variants(model, include_compile=include_compile) if variants is None else list(variants)
@@ -235,17 +249,19 @@ def run_variant_sweep(model: ModelWrapper, variants: Iterable[str] | None = None
         canonical = canonical_spec(spec)
         if canonical not in specs:
             specs.append(canonical)
-    timing = timing or TimingConfig()
-    references = _reference_outputs(model, sizes, seq_len)
-    rows = []
-    for spec in specs:
-        rows.extend(_sweep_variant(model, spec, sizes, seq_len, references, timing, measure_memory, paired_rounds))
+    return sizes, specs
+
+
+def finish_table(rows: list[dict], extra_columns: tuple = ()) -> pd.DataFrame:
+    """Rows to the sweep's table: every :data:`SWEEP_COLUMNS` (plus ``extra_columns``), speedups, verdicts."""
     df = pd.DataFrame(rows)
-    for column in SWEEP_COLUMNS:
+    columns = list(SWEEP_COLUMNS) + [c for c in extra_columns if c not in SWEEP_COLUMNS]
+    for column in columns:
         if column not in df:
             df[column] = None
-    return add_verdicts(add_speedups(df[list(SWEEP_COLUMNS)]))
+    return add_verdicts(add_speedups(df[columns]))
 
 
 __all__ = ["ACCURACY_COLUMNS", "DEFAULT_COMBINATIONS", "SPEEDUP_DEFINITION", "SWEEP_COLUMNS", "VARIANT_COLUMNS",
-           "add_speedups", "default_variants", "run_variant_sweep"]
+           "add_speedups", "default_variants", "finish_table", "reference_outputs", "resolve_specs",
+           "run_variant_sweep", "sweep_variant"]

@@ -46,7 +46,8 @@ TORCHAO_VARIANTS: dict[str, tuple[str, dict, tuple[str, ...], str]] = {
                                  "torchao int4 grouped (128) weight-only quantization of every nn.Linear, bf16 "
                                  "activations"),
     "torchao-float8": ("Float8DynamicActivationFloat8WeightConfig", {}, ("cuda",),
-                       "torchao float8 (e4m3) dynamic activations and weights for every nn.Linear"),
+                       "torchao float8 (e4m3) dynamic activations and weights for every nn.Linear whose sizes are "
+                       "multiples of 16 (the others stay float; the notes name them)"),
 }
 
 DEVICE_REASONS = {
@@ -112,6 +113,9 @@ def transform(name: str) -> Callable:
             module.to(torch.bfloat16)
             model.input_transforms.append(cast_float_inputs(torch.bfloat16))
             filter_fn = lambda m, _fqn: isinstance(m, nn.Linear) and m.in_features % 128 == 0  # noqa: E731
+        elif name == "torchao-float8":  # float8 matmuls need both sizes multiples of 16 (gpt2's lm_head is not)
+            filter_fn = lambda m, _fqn: (isinstance(m, nn.Linear) and m.in_features % 16 == 0  # noqa: E731
+                                         and m.out_features % 16 == 0)
         else:
             filter_fn = None
         config_class = getattr(tq, config_name)
@@ -119,9 +123,25 @@ def transform(name: str) -> Callable:
         extra = {"set_inductor_config": False} if "set_inductor_config" in getattr(
             config_class, "__dataclass_fields__", {}) else {}
         tq.quantize_(module, config_class(**kwargs, **extra), filter_fn=filter_fn)
-        model.notes.append(f"torchao {config_name}")
+        model.notes.append(f"torchao {config_name}: {converted_layers_note(module)}")
         model.eager_module = module
     return apply
+
+
+def is_quantized_weight(weight) -> bool:
+    """Whether a weight is a torchao tensor subclass (quantized), not a plain float tensor."""
+    data = weight.data if isinstance(weight, nn.Parameter) else weight
+    return isinstance(data, torch.Tensor) and type(data) is not torch.Tensor and hasattr(data, "__tensor_flatten__")
+
+
+def converted_layers_note(module: nn.Module, named: int = 8) -> str:
+    """Which ``nn.Linear`` layers quantization converted: ``"48 of 49 nn.Linear converted; kept float: lm_head"``."""
+    linears = [(fqn, m) for fqn, m in module.named_modules() if isinstance(m, nn.Linear)]
+    kept = [fqn or "(root)" for fqn, m in linears if not is_quantized_weight(m.weight)]
+    text = f"{len(linears) - len(kept)} of {len(linears)} nn.Linear converted"
+    if kept:
+        text += "; kept float: " + ", ".join(kept[:named]) + (f" and {len(kept) - named} more" if len(kept) > named else "")
+    return text
 
 
 def variants() -> list[Variant]:
@@ -132,4 +152,5 @@ def variants() -> list[Variant]:
             for name, (_, _, devices, description) in TORCHAO_VARIANTS.items()]
 
 
-__all__ = ["DEVICE_REASONS", "TORCHAO_VARIANTS", "check", "torchao_import_error", "transform", "variants"]
+__all__ = ["DEVICE_REASONS", "TORCHAO_VARIANTS", "check", "converted_layers_note", "is_quantized_weight",
+           "torchao_import_error", "transform", "variants"]

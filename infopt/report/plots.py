@@ -165,12 +165,17 @@ def measured_ticks(fig: go.Figure, values, *, axis: str = "x") -> go.Figure:
 
 # -- benchmark ----------------------------------------------------------------
 
+def _batch_series(df: pd.DataFrame) -> pd.DataFrame:
+    """The successful rows of a batch sweep, by batch size, each labelled with its series (model, device, variant)."""
+    data = successful_rows(df)
+    return data if data.empty else data.sort_values("batch_size").assign(series=_series_label(data))
+
+
 def latency_percentiles(df: pd.DataFrame, title: str = "Latency percentiles vs batch size") -> go.Figure:
     """p50 (with the 95% CI of the median as error bars), p90 and p99 per call, by batch size."""
-    data = successful_rows(df)
+    data = _batch_series(df)
     if data.empty:
         return empty_figure(title, "no successful benchmark rows")
-    data = data.sort_values("batch_size").assign(series=_series_label(data))
     fig = go.Figure()
     for label, part in data.groupby("series", sort=False):
         fig.add_trace(go.Scatter(
@@ -189,10 +194,9 @@ def latency_percentiles(df: pd.DataFrame, title: str = "Latency percentiles vs b
 
 def throughput(df: pd.DataFrame, title: str = "Throughput vs batch size") -> go.Figure:
     """Items per second (batch size / mean latency); tokens/s on a second axis is left to the table."""
-    data = successful_rows(df)
+    data = _batch_series(df)
     if data.empty:
         return empty_figure(title, "no successful benchmark rows")
-    data = data.sort_values("batch_size").assign(series=_series_label(data))
     fig = go.Figure()
     for label, part in data.groupby("series", sort=False):
         fig.add_trace(go.Scatter(x=part["batch_size"], y=part["throughput_items_per_s"], mode="lines+markers",
@@ -254,6 +258,20 @@ def generation_variants(df: pd.DataFrame, title: str = "TTFT and TPOT per genera
                                   "array": data["tpot_p99_ms"] - data["tpot_p50_ms"], "arrayminus": [0] * len(data)}))
     fig.update_layout(barmode="group")
     return _layout(fig, title, "variant", "latency (ms)", log_y=True)
+
+
+def tpot_against_floor(df: pd.DataFrame, title: str = "Measured TPOT against the decode floor") -> go.Figure:
+    """Per variant: TPOT p50 (95% CI bars) beside ``tpot_floor_ms`` (:mod:`infopt.analyze.decode_floor`)."""
+    data = successful_rows(df)
+    if data.empty or "tpot_floor_ms" not in data or not data["tpot_floor_ms"].notna().any():
+        return empty_figure(title, "no generation rows with a decode floor")
+    labels = _series_label(data, ("run", "device", "model", "variant", "batch_size", "prompt_len"))
+    fig = go.Figure([go.Bar(x=labels, y=data["tpot_p50_ms"], name="measured TPOT p50 (95% CI)",
+                            error_y={"type": "data", "symmetric": False, "array": data["tpot_ci_high_ms"] -
+                                     data["tpot_p50_ms"], "arrayminus": data["tpot_p50_ms"] - data["tpot_ci_low_ms"]}),
+                     go.Bar(x=labels, y=data["tpot_floor_ms"], name="floor: bytes read / measured bandwidth")])
+    fig.update_layout(barmode="group")
+    return _layout(fig, title, "variant", "time per output token (ms)", log_y=True)
 
 
 # -- profile ------------------------------------------------------------------

@@ -5,7 +5,9 @@
 
 Every number is read from the result files the notebooks saved; nothing is
 measured here. A row says: median latency at batch 1 with its 95% CI, the best
-throughput and the batch size that gave it, the peak memory, how close the
+throughput and the batch size that gave it, the model's own memory (weights + activations and workspace;
+the figure its method sees, e.g. the whole process's RSS on CPU, beside it, the method named when devices
+share the table), how close the
 whole model got to its roofline and what bounds it, and the recommended
 variant with its speedup and CI, or the reason there is none. A missing
 measurement stays missing (shown as "not measured"), never a guess.
@@ -18,12 +20,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from infopt.serve.headline import serving_headline
+
 KEYS = ("model", "device")
 MISSING = "not measured"
+#: What ``peak_memory_mb`` is, per ``memory_method``: shown beside the model's own footprint.
+PROCESS_FIGURE = {"cpu-rss-sampled": "process RSS", "cuda-max-allocated": "all CUDA tensors",
+                  "mps-allocated-sampled": "all MPS tensors"}
 #: Column names of the text table (report and terminal), in order.
 TABLE_COLUMNS = {"model": "model", "device": "device", "latency_text": "latency p50 (95% CI)",
-                 "throughput_text": "best throughput", "memory_text": "peak memory",
-                 "roofline_text": "roofline", "recommendation_text": "recommended variant"}
+                 "throughput_text": "best throughput", "memory_text": "model memory (process)",
+                 "roofline_text": "roofline", "recommendation_text": "recommended variant",
+                 "serving_text": "max QPS @ p99 <= bound"}
 
 
 def _ok(frame: pd.DataFrame | None) -> pd.DataFrame:
@@ -58,7 +66,8 @@ def _benchmark_part(rows: pd.DataFrame) -> dict:
     rows = _baseline(rows)
     out = {"latency_batch": math.nan, "latency_p50_ms": math.nan, "latency_ci_low_ms": math.nan,
            "latency_ci_high_ms": math.nan, "best_throughput": math.nan, "best_throughput_batch": math.nan,
-           "peak_memory_mb": math.nan, "peak_memory_batch": math.nan, "interference": False}
+           "model_memory_mb": math.nan, "weight_memory_mb": math.nan, "activation_memory_mb": math.nan,
+           "peak_memory_mb": math.nan, "peak_memory_batch": math.nan, "memory_method": None, "interference": False}
     if rows.empty:
         return out
     smallest = rows.sort_values("batch_size").iloc[0]  # batch 1 when it was measured (the sweep's default)
@@ -69,9 +78,13 @@ def _benchmark_part(rows: pd.DataFrame) -> dict:
     if "throughput_items_per_s" in rows and rows["throughput_items_per_s"].notna().any():
         best = rows.loc[rows["throughput_items_per_s"].idxmax()]
         out.update(best_throughput=_num(best["throughput_items_per_s"]), best_throughput_batch=int(best["batch_size"]))
-    if "peak_memory_mb" in rows and rows["peak_memory_mb"].notna().any():
-        peak = rows.loc[rows["peak_memory_mb"].idxmax()]
-        out.update(peak_memory_mb=_num(peak["peak_memory_mb"]), peak_memory_batch=int(peak["batch_size"]))
+    # the model's own footprint (weights + activations) at its largest; rows saved before it existed: the process
+    by = next((c for c in ("model_memory_mb", "peak_memory_mb") if c in rows and rows[c].notna().any()), None)
+    if by is not None:
+        peak = rows.loc[rows[by].idxmax()]
+        out.update({column: _num(peak.get(column)) for column in
+                    ("model_memory_mb", "weight_memory_mb", "activation_memory_mb", "peak_memory_mb")},
+                   peak_memory_batch=int(peak["batch_size"]), memory_method=peak.get("memory_method"))
     return out
 
 
@@ -100,7 +113,7 @@ def _recommendation_part(rows: pd.DataFrame) -> dict:
         return out
     texts = []
     for _, row in rec.sort_values("batch_size").iterrows():
-        variant, speed = row.get("variant"), _num(row.get("speedup_vs_baseline"))
+        variant, speed = row.get("variant"), _num(row.get("speedup"))
         low, high = _num(row.get("speedup_ci_low")), _num(row.get("speedup_ci_high"))
         if not variant or (isinstance(variant, float) and math.isnan(variant)):
             reason = str(row.get("reason") or row.get("recommendation") or "no variant passed the accuracy guard")
@@ -110,25 +123,23 @@ def _recommendation_part(rows: pd.DataFrame) -> dict:
             reason = row.get("reason") if isinstance(row.get("reason"), str) else "no safe variant faster"
             texts.append(f"b{row['batch_size']}: keep {BASELINE} ({reason})")
             continue
-        ci = " (no CI)" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
-        noise = "" if row.get("distinguishable") else ", within noise"
-        texts.append(f"b{row['batch_size']}: {variant} {speed:.2f}x{ci}{noise}")
+        # recommend() recommends only a CI above 1, so every recommended figure has its interval
+        texts.append(f"b{row['batch_size']}: {variant} {speed:.2f}x [{low:.2f}, {high:.2f}], "
+                     f"{row.get('speedup_measure') or 'speedup'}")
         if math.isnan(out["speedup"]) or speed > out["speedup"]:
             out.update(recommended_variant=variant, speedup=speed, speedup_ci_low=low, speedup_ci_high=high,
                        recommendation_batch=int(row["batch_size"]))
-    if out["recommended_variant"] is None:  # nothing beat the baseline: the answer is "keep it", at 1x
+    if out["recommended_variant"] is None:  # nothing beat the baseline: keep it, with no speedup (none measured)
         base = rec[rec["variant"] == BASELINE]
         if len(base):
-            row = base.sort_values("batch_size").iloc[0]
-            out.update(recommended_variant=BASELINE, speedup=_num(row.get("speedup_vs_baseline")),
-                       speedup_ci_low=_num(row.get("speedup_ci_low")), speedup_ci_high=_num(row.get("speedup_ci_high")),
-                       recommendation_batch=int(row["batch_size"]))
+            out.update(recommended_variant=BASELINE,
+                       recommendation_batch=int(base.sort_values("batch_size").iloc[0]["batch_size"]))
     out["recommendation_text"] = "; ".join(texts)
     return out
 
 
 def headline(results: pd.DataFrame | None, roofline: pd.DataFrame | None = None,
-             variants: pd.DataFrame | None = None) -> pd.DataFrame:
+             variants: pd.DataFrame | None = None, serving: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (run,) model and device from the benchmark, whole-model roofline and variant frames.
 
     Frames gathered across runs (a ``run`` column) give one row per run too;
@@ -136,6 +147,7 @@ def headline(results: pd.DataFrame | None, roofline: pd.DataFrame | None = None,
     """
     frames = {"results": _ok(results), "roofline": _ok(roofline), "variants": variants}
     frames["variants"] = variants if variants is not None and not variants.empty else pd.DataFrame()
+    frames["serving"] = serving if serving is not None and not serving.empty else pd.DataFrame()
     with_run = any("run" in f for f in frames.values() if not f.empty)
     keys = (["run"] if with_run else []) + list(KEYS)
     keyed = [f[keys] for f in frames.values() if not f.empty and set(keys) <= set(f.columns)]
@@ -161,6 +173,7 @@ def headline(results: pd.DataFrame | None, roofline: pd.DataFrame | None = None,
         row.update(_benchmark_part(part("results")))
         row.update(_roofline_part(part("roofline")))
         row.update(_recommendation_part(part("variants")))
+        row.update(serving_headline(part("serving")))  # the serve notebook's peak QPS under its bound
         rows.append(row)
     return _with_text(pd.DataFrame(rows))
 
@@ -178,9 +191,17 @@ def _with_text(frame: pd.DataFrame) -> pd.DataFrame:
         return MISSING if math.isnan(r["best_throughput"]) else \
             f"{r['best_throughput']:.3g}/s @ b{r['best_throughput_batch']:.0f}"
 
+    methods_differ = frame["device"].nunique() > 1 or frame["memory_method"].nunique() > 1
+
     def memory(r):
-        return MISSING if math.isnan(r["peak_memory_mb"]) else \
-            f"{r['peak_memory_mb']:.4g} MB @ b{r['peak_memory_batch']:.0f}"
+        if math.isnan(r["peak_memory_mb"]):
+            return MISSING
+        method = f", {r['memory_method']}" if methods_differ and isinstance(r["memory_method"], str) else ""
+        process = f"{PROCESS_FIGURE.get(r['memory_method'], 'peak')} {r['peak_memory_mb']:.4g} MB{method}"
+        if math.isnan(r["model_memory_mb"]):
+            return f"{MISSING} ({process}) @ b{r['peak_memory_batch']:.0f}"
+        return (f"{r['model_memory_mb']:.4g} MB (weights {r['weight_memory_mb']:.3g} + activations "
+                f"{r['activation_memory_mb']:.3g}; {process}) @ b{r['peak_memory_batch']:.0f}")
 
     def roof(r):
         if math.isnan(r["roof_fraction"]):
@@ -208,7 +229,8 @@ def load_headline(run_dir: str | Path) -> pd.DataFrame:
     from infopt.report.gathering import with_targets  # targets kept apart as in the report (cpu, cpu-zone-a)
 
     target_of = RunLayout(run_dir).target_of  # the paths load_results gives, under run_dir as given
-    return headline(*(with_targets(load(kind), target_of) for kind in ("results", "roofline_model", "variants")))
+    return headline(*(with_targets(load(kind), target_of) for kind in ("results", "roofline_model", "variants",
+                                                                            "serving")))
 
 
 def table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,8 @@ from infopt.errors import InfoptError, InvalidInputError
 from infopt.models import list_models, spec_help
 from infopt import presets
 from infopt.presets import MODEL_NOTEBOOKS, REPORT_NOTEBOOK
+from infopt.optimize.race import SEARCHES
+from infopt.serve.settings import check_serving_parameter
 
 #: What ``--executor`` takes (:mod:`infopt.run.executors` implements each).
 EXECUTORS = ("local", "ray")
@@ -38,6 +40,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _param(text: str) -> tuple[str, str]:
     """``NAME=VALUE`` as (name, raw text); the value is converted once the notebook's declared type is known."""
     if "=" not in text:
@@ -61,6 +73,7 @@ RUNNER_PARAMETERS = {
     "model": "--models", "device": "--device", "batch_sizes": "--batch-sizes", "quick": "--quick",
     "size": "--quick", "output_dir": "--output and --run-name", "results_dir": "--output", "run_name": "--run-name",
     "overwrite": "--resume", "peaks_path": None, "interactive": None,
+    "data": "--data", "accuracy_budget": "--accuracy-budget",
 }
 
 
@@ -68,7 +81,8 @@ RUNNER_PARAMETERS = {
 _POSITIVE_INTS = {"seq_len", "batch_size", "timeline_batch_size", "active", "new_tokens", "kv_prompt_len",
                   "kv_new_tokens"}
 _POSITIVE_INT_LISTS = {"prompt_lengths": False, "no_cache_prompt_lengths": True}  # name: may be empty
-_POSITIVE_NUMBERS = {"max_time_s"}
+_POSITIVE_NUMBERS = {"max_time_s", "optimize_budget_s"}
+_CHOICES = {"search": SEARCHES}  # text parameters that take one of a few words
 _STRING_LISTS = {"variants"}
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
                "list": "a JSON list", "dict": "a JSON object"}
@@ -92,7 +106,10 @@ def check_param(name: str, raw: str, declared_type: str) -> object:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        return value if isinstance(value, str) else raw
+        value = value if isinstance(value, str) else raw
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise InvalidInputError(f"{where}: must be one of {', '.join(_CHOICES[name])}.")
+        return value
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -115,6 +132,10 @@ def check_param(name: str, raw: str, declared_type: str) -> object:
             raise InvalidInputError(f"{where}: every entry must be an integer of at least 1.")
     if name in _STRING_LISTS and not all(isinstance(v, str) and v.strip() for v in value):
         raise InvalidInputError(f"{where}: every entry must be a non-empty string.")
+    try:  # the serve notebook's rules (bound, percentile, batcher grid, scenarios)
+        check_serving_parameter(name, value)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{where}: {error}") from None
     return value
 
 
@@ -161,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict-quiet", action="store_true",
                         help="refuse to measure (exit 2) when the machine check before the first timing notebook "
                              "finds other processes busy (default: say so, record it in run.json, carry on)")
+    parser.add_argument("--ab", nargs=2, default=None, metavar=("BASELINE_SPEC", "CANDIDATE_SPEC"),
+                        help="A/B: time two model specs against each other in alternating blocks per batch size and "
+                             "give the time ratio, its interval and a verdict (docs/regressions.md)")
+    parser.add_argument("--mlflow", nargs="?", const="", default=None, metavar="URI",
+                        help="log the run to MLflow (default store: <output>/mlruns; needs the 'history' extra)")
+    parser.add_argument("--data", default=None, metavar="SPEC",
+                        help="your data for the accuracy guard and calibration: imagefolder:<dir>, sklearn:<name>, "
+                             "text:<file> or py:<module>:<function> (docs/data.md)")
+    parser.add_argument("--accuracy-budget", type=_non_negative_float, default=None, metavar="X",
+                        help="largest accepted loss with --data, in the metric's unit (default: 1 point of top-1, "
+                             "2%% relative perplexity)")
     parser.add_argument("--notebook-dir", default=None, help=argparse.SUPPRESS)
     return parser
 

@@ -11,18 +11,57 @@ from infopt.run.plan import Job, Plan
 
 #: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
 #: for the up-front estimate when this host has no earlier run of the same notebook. Full size: the notebooks'
-#: durations in a default run (``run_notebooks.py --device cpu``, preset full-cpu, 29 min) measured alone on a
+#: durations in a default run (``run_notebooks.py --device cpu``, preset full-cpu, 29 min; optimize then timed
+#: every variant, today's ``--param search=exhaustive`` without compiled paths) measured alone on a
 #: 2-core AVX-512 CPU on 2026-11-26. GPUs are faster.
 ESTIMATE_S = {
-    "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "report": 10},
+    "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "serve": 15, "report": 10},
     "full": {
         "benchmark": {"resnet50": 59, "gpt2": 159, "distilbert": 60},
         "profile": {"resnet50": 42, "gpt2": 79, "distilbert": 47},
         "memory": {"resnet50": 14, "gpt2": 44, "distilbert": 15},
         "optimize": {"resnet50": 276, "gpt2": 736, "distilbert": 201},
+        # serve: NOT measured yet (a first guess from its budgets: two variants x (grid budget 180 s + SingleStream,
+        # low-rate and token tests)); the lead replaces it with the notebook's duration measured alone
+        "serve": {"resnet50": 480, "gpt2": 540, "distilbert": 480},
         "report": 10,
     },
 }
+
+#: The racing search (the default): the optimize notebook takes its race budget (``optimize_budget_s``) plus
+#: the seconds below for what the budget leaves out (loading, accuracy checks, compilation, confirming the
+#: finalists, gpt2's generation variants). A first allowance, not yet a measurement: replace it with the
+#: notebooks' durations from ``benchmarks/full_run.py``; a host's own earlier runs take precedence anyway.
+RACE_ALLOWANCE_S = {"tiny": 15, "full": {"resnet50": 120, "gpt2": 240, "distilbert": 100}}
+
+
+def notebook_estimate(job: Job, quick: bool) -> float:
+    """Seconds from the tables above for one job (60 s for a notebook or model they do not list)."""
+    size = "tiny" if quick else "full"
+    if job.notebook == "optimize" and job.parameters.get("search", "racing") == "racing":
+        entry = RACE_ALLOWANCE_S[size]
+        allowance = entry.get(job.model, 120) if isinstance(entry, dict) else entry
+        return allowance + float(job.parameters.get("optimize_budget_s") or 0)
+    entry = ESTIMATE_S[size].get(job.notebook, 60)
+    return entry.get(job.model, 60) if isinstance(entry, dict) else entry
+
+
+def search_line(plan: Plan) -> str | None:
+    """How the optimize notebooks search, for the up-front message (None when none runs)."""
+    jobs = [job for job in plan.jobs if job.notebook == "optimize" and job.status != "skipped"]
+    if not jobs:
+        return None
+    parts = []
+    for job in jobs:
+        params = job.parameters
+        label = job.target.label if job.target else "?"
+        compiled = "compiled paths included" if params.get("include_compile") else "compiled paths left out"
+        how = (f"racing search, budget {float(params.get('optimize_budget_s') or 0):.0f} s per model"
+               if params.get("search", "racing") == "racing" else "exhaustive search (every variant timed in full)")
+        line = f"{label}: {how}, {compiled}"
+        if line not in parts:
+            parts.append(line)
+    return "Optimize: " + "; ".join(parts) + "."
 
 
 def recorded_durations(plan: Plan) -> dict[tuple, float]:
@@ -64,7 +103,6 @@ def recorded_key(job: Job) -> tuple:
 
 def estimate_seconds(plan: Plan, recorded: dict | None = None) -> float:
     """Duration of the notebooks still to run: this host's earlier run of the same job, else :data:`ESTIMATE_S`."""
-    table = ESTIMATE_S["tiny" if plan.settings["quick"] else "full"]
     recorded = recorded_durations(plan) if recorded is None else recorded
     total = 0.0
     for job in plan.jobs:
@@ -73,9 +111,9 @@ def estimate_seconds(plan: Plan, recorded: dict | None = None) -> float:
             if seen is not None:
                 total += seen
                 continue
-            entry = table.get(job.notebook, 60)
-            total += entry.get(job.model, 60) if isinstance(entry, dict) else entry
+            total += notebook_estimate(job, plan.settings["quick"])
     return total
 
 
-__all__ = ["ESTIMATE_S", "estimate_seconds", "recorded_durations", "recorded_key"]
+__all__ = ["ESTIMATE_S", "RACE_ALLOWANCE_S", "estimate_seconds", "notebook_estimate", "recorded_durations",
+           "recorded_key", "search_line"]

@@ -207,6 +207,28 @@ def resolve_settings(args) -> dict | None:
     return manifest
 
 
+def check_data_option(args, models: list[str]) -> dict:
+    """``--data`` loaded and probed for every model (on CPU) before any kernel starts; ``--accuracy-budget``
+    needs it. Returns the notebook parameters and what the manifest records (split sizes and hashes)."""
+    data, budget = getattr(args, "data", None), getattr(args, "accuracy_budget", None)
+    if data is None:
+        if budget is not None:
+            raise InvalidInputError("--accuracy-budget needs --data: without data the guard compares outputs on "
+                                    "random inputs, which has no accuracy to budget.")
+        return {"parameters": {}, "record": {}}
+    from infopt.data.check import check_data
+    from infopt.data.specs import parse_data_spec
+    from infopt.models import load_model
+
+    parse_data_spec(data)
+    records = {}
+    for model in models:
+        wrapper = load_model(model, device="cpu")
+        records[model] = {**check_data(data, wrapper), "model_weights": wrapper.weights}
+    parameters = {"data": data, "accuracy_budget": -1.0 if budget is None else float(budget)}
+    return {"parameters": parameters, "record": {"data": data, "accuracy_budget": budget, "data_records": records}}
+
+
 def build_plan(args) -> Plan:
     """Validate every option and build the list of executions; raises InfoptError on bad input."""
     previous = resolve_settings(args)
@@ -250,6 +272,7 @@ def build_plan(args) -> Plan:
             raise InvalidInputError(f"No selected notebook declares a parameter named '{name}'.")
         for notebook in declaring:  # the same name must be valid for every notebook that declares it
             extra[name] = check_param(name, raw, declared[notebook][name]["inferred_type_name"])
+    data_settings = check_data_option(args, models)
     texts = [target.text for target in targets]
     # one preset for every target (the usual case) is recorded as before; targets that differ (a full run on
     # cuda and cpu) get theirs by folder label
@@ -260,6 +283,7 @@ def build_plan(args) -> Plan:
                 "batch_sizes": args.batch_sizes,
                 "quick": args.quick, "timeout_s": args.timeout, "html": args.html, "output": str(output_root),
                 "extra_parameters": extra, "notebook_dir": str(notebook_dir.resolve()),
+                **data_settings["record"],
                 "preset": first.name if shared else names,
                 "preset_values": first.to_dict() if shared else {k: v.to_dict() for k, v in target_presets.items()}}
     plan = Plan(run_dir=run_dir, targets=targets, settings=settings, previous=previous)
@@ -275,6 +299,7 @@ def build_plan(args) -> Plan:
 
     for job in plan.jobs:
         job.parameters.update({k: v for k, v in extra.items() if k in declared[job.notebook]})
+        job.parameters.update({k: v for k, v in data_settings["parameters"].items() if k in declared[job.notebook]})
         unknown = sorted(set(job.parameters) - set(declared[job.notebook]))
         if unknown:
             raise RunnerError(f"Notebook {job.source.name} has no parameter named {', '.join(map(repr, unknown))} "
@@ -282,5 +307,5 @@ def build_plan(args) -> Plan:
     return plan
 
 
-__all__ = ["Job", "Plan", "RunnerError", "SETTING_FLAGS", "build_plan", "default_run_name", "device_list",
-           "model_parameters", "read_manifest", "report_parameters", "resolve_settings", "run_preset", "targets_of"]
+__all__ = ["Job", "Plan", "RunnerError", "SETTING_FLAGS", "build_plan", "check_data_option", "default_run_name",
+           "device_list", "model_parameters", "read_manifest", "report_parameters", "resolve_settings", "run_preset", "targets_of"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 
 from infopt.errors import InfoptError
+from infopt.names import safe_name
 
 INSTALL_HINT = 'pip install -e ".[ray]"'
 
@@ -157,7 +159,68 @@ def unpack(files: dict[str, bytes], folder: Path) -> None:
 
 # -- the task ----------------------------------------------------------------------
 
-def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, manifest: bytes, timeout: int | None) -> dict:
+def _peaks_device(data: bytes) -> str | None:
+    try:
+        return json.loads(data).get("device_name")
+    except (ValueError, AttributeError):
+        return None
+
+
+def peaks_variant_path(peaks_path: Path, device_name: str) -> Path:
+    """Where the driver keeps the peaks of one hardware model: ``device_peaks.<GPU or CPU model>.json``."""
+    return peaks_path.with_name(f"{peaks_path.stem}.{safe_name(device_name)}{peaks_path.suffix}")
+
+
+def stored_peaks(peaks_path: Path) -> dict[str, bytes]:
+    """Every peaks file of a target's folder, by hardware model (one target label may span GPU models)."""
+    found: dict[str, bytes] = {}
+    for path in sorted(peaks_path.parent.glob(f"{peaks_path.stem}*{peaks_path.suffix}")):
+        data = path.read_bytes()
+        name = _peaks_device(data)
+        if name and (path == peaks_variant_path(peaks_path, name) or name not in found):
+            found[name] = data
+    return found
+
+
+def store_peaks(peaks_path: Path, data: bytes) -> None:
+    """The peaks a job measured, under its hardware model (and as the target's file when that is free or the
+    same model's)."""
+    name = _peaks_device(data)
+    if name:
+        write_atomic(peaks_variant_path(peaks_path, name), data)
+    if not peaks_path.is_file() or _peaks_device(peaks_path.read_bytes()) == name:
+        write_atomic(peaks_path, data)
+
+
+def local_device_name(device: str) -> str | None:
+    """The hardware this worker will run ``device`` on, without creating a CUDA context (NVML for GPUs)."""
+    from infopt import env
+    from infopt.measure.nvml_watch import load_nvml
+
+    if not str(device).startswith("cuda"):
+        return env.cpu_model()
+    nvml, _ = load_nvml()
+    ids = _gpu_ids()
+    if nvml is None or not ids:
+        return None
+    try:
+        handle = (nvml.nvmlDeviceGetHandleByIndex(int(ids[0])) if str(ids[0]).isdigit()
+                  else nvml.nvmlDeviceGetHandleByUUID(str(ids[0])))
+        name = nvml.nvmlDeviceGetName(handle)
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - unknown hardware: no peaks are reused, the notebook measures them
+        return None
+
+
+def choose_peaks(peaks: dict[str, bytes] | None, hardware: str | None) -> bytes | None:
+    """The stored peaks of exactly this hardware model, else none (never another GPU model's)."""
+    if not peaks or not hardware:
+        return None
+    return peaks.get(hardware)
+
+
+def run_job(job, model_files: dict[str, bytes], peaks: dict[str, bytes] | None, manifest: bytes,
+            timeout: int | None) -> dict:
     """Execute one notebook on this host in a temporary copy of its model folder; returns files and placement.
 
     The copy of ``run.json`` marks the temporary run root, where the charts' shared ``plotly.min.js`` goes
@@ -180,8 +243,12 @@ def run_job(job, model_files: dict[str, bytes], peaks: bytes | None, manifest: b
         run_root = model_dir.parent.parent
         write_atomic(run_root / "run.json", manifest)
         unpack(model_files, model_dir)
-        if peaks is not None:
-            write_atomic(peaks_path, peaks)
+        device = job.parameters["device"]
+        if str(device).startswith("cuda"):
+            pin_cpu_share(_gpu_ids(), _node_gpus())  # the kernel inherits it; its window counts only these CPUs
+        mine = choose_peaks(peaks, local_device_name(device))
+        if mine is not None:
+            write_atomic(peaks_path, mine)
         params = dict(job.parameters, output_dir=str(model_dir))
         if "peaks_path" in params:
             params["peaks_path"] = str(peaks_path)
@@ -210,6 +277,13 @@ def _node_id() -> str | None:
     import ray
 
     return ray.get_runtime_context().get_node_id()
+
+
+def _node_gpus() -> int:
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return int(next((n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("NodeID") == node), 0))
 
 
 def _gpu_ids() -> list:
@@ -261,9 +335,41 @@ def check_targets(ray, targets) -> None:
                                    f"{what}{labels}; nothing was run.")
 
 
-def task_options(ray, target, node: dict | None) -> dict:
-    """Ray resources of one job: a whole GPU (of the target's accelerator type, on a node with its labels), or
-    every CPU of the node it is pinned to (never shared)."""
+def gpu_cpu_share(nodes: list[dict]) -> int:
+    """CPUs a GPU job asks for: its GPU's share of a node's CPUs (CPUs / GPUs, the smallest over ``nodes``).
+
+    With one CPU each, several GPU jobs of a host would share its CPUs and each one's synchronizing thread
+    would count as another process's load in the others' interference windows; with its share (and its
+    CPUs pinned, :func:`pin_cpu_share`) a job's window sees only what competes with it.
+    """
+    shares = [int(n["Resources"]["CPU"] // n["Resources"]["GPU"]) for n in nodes
+              if (n.get("Resources") or {}).get("GPU", 0) >= 1 and (n.get("Resources") or {}).get("CPU")]
+    return max(1, min(shares)) if shares else 1
+
+
+def pin_cpu_share(gpu_ids: list, node_gpus: int) -> list[int] | None:
+    """Pin this process (and the notebook kernel it starts) to its GPU's slice of the CPUs it may use.
+
+    Slice ``k`` of ``node_gpus`` for the task's first GPU id ``k``; ``None`` (nothing pinned) where the OS
+    has no affinity call or the ids are not indices.
+    """
+    if not gpu_ids or node_gpus < 1 or not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        index = int(gpu_ids[0]) % node_gpus
+    except (TypeError, ValueError):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    per = max(1, len(cpus) // node_gpus)
+    mine = cpus[index * per:(index + 1) * per] or cpus[-per:]
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
+def task_options(ray, target, node: dict | None, gpu_nodes: list[dict] | None = None) -> dict:
+    """Ray resources of one job: a whole GPU (of the target's accelerator type, on a node with its labels) and
+    its share of that node's CPUs (:func:`gpu_cpu_share` over ``gpu_nodes``, or ``node``), or every CPU of the
+    node it is pinned to (never shared)."""
     options = {"max_retries": 0}  # a retried job would hide the failure and measure twice
     if _kind(target) == "cuda":
         spec = getattr(target, "spec", None)
@@ -271,7 +377,7 @@ def task_options(ray, target, node: dict | None) -> dict:
             options["accelerator_type"] = spec.accelerator_type
         if spec is not None and spec.node_labels:
             options["label_selector"] = dict(spec.node_labels)
-        return {**options, "num_gpus": 1, "num_cpus": 1}
+        return {**options, "num_gpus": 1, "num_cpus": gpu_cpu_share(gpu_nodes or ([node] if node else []))}
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return {**options, "num_cpus": node["Resources"]["CPU"],
@@ -330,8 +436,9 @@ def run_model_jobs(jobs: list, context, *, address: str | None = None) -> None:
         job = chains[chain].pop(0)
         model_dir = job.output.parent
         peaks_file = Path(job.parameters["peaks_path"]) if "peaks_path" in job.parameters else None
-        peaks = peaks_file.read_bytes() if peaks_file is not None and peaks_file.is_file() else None
-        ref = remote.options(**task_options(ray, job.target, node_of[chain])).remote(
+        peaks = stored_peaks(peaks_file) if peaks_file is not None else None
+        gpu_nodes = matching_nodes(nodes, job.target) if _kind(job.target) == "cuda" else None
+        ref = remote.options(**task_options(ray, job.target, node_of[chain], gpu_nodes)).remote(
             job, pack(model_dir), peaks, manifest.path.read_bytes(), context.timeout)
         job.status, job.started_utc, job.error = "running", utc_now(), None
         in_flight[ref] = (job, time.perf_counter())
@@ -352,7 +459,7 @@ def run_model_jobs(jobs: list, context, *, address: str | None = None) -> None:
                 unpack({k: v for k, v in result["run_files"].items() if not (plan.run_dir / k).is_file()},
                        plan.run_dir)
                 if result["peaks"] is not None:
-                    write_atomic(Path(job.parameters["peaks_path"]), result["peaks"])
+                    store_peaks(Path(job.parameters["peaks_path"]), result["peaks"])
                 job.status, job.error = result["status"], result["error"]
                 job.placement = result["placement"]
                 record["hosts"][result["placement"]["host"]] = result["environment"]
@@ -377,6 +484,7 @@ def run_model_jobs(jobs: list, context, *, address: str | None = None) -> None:
         raise
 
 
-__all__ = ["INSTALL_HINT", "RayExecutorError", "check_options", "check_targets", "connect",
-           "matching_nodes", "pack", "probe_address", "require_ray",
+__all__ = ["INSTALL_HINT", "RayExecutorError", "check_options", "check_targets", "choose_peaks", "connect",
+           "gpu_cpu_share", "local_device_name", "matching_nodes", "pack", "peaks_variant_path", "pin_cpu_share",
+           "probe_address", "require_ray", "store_peaks", "stored_peaks",
            "run_job", "run_model_jobs", "task_options", "unpack", "write_atomic"]

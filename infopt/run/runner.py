@@ -30,7 +30,7 @@ from pathlib import Path
 
 from infopt.errors import InfoptError
 from infopt.run.cli import PROG, REPO_NOTEBOOKS, build_parser, list_everything
-from infopt.run.estimate import estimate_seconds, recorded_durations, recorded_key
+from infopt.run.estimate import estimate_seconds, recorded_durations, recorded_key, search_line
 from infopt.run.execute import (PAPERMILL_LOG_FILTER, Terminated, describe_os_error, quiet_shutdown_noise,
                                 signals_ignored, sigterm_as_interrupt)
 from infopt.run.executors import LocalExecutor, RunContext, executor_for
@@ -68,7 +68,14 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     try:
         with sigterm_as_interrupt():
             manifest.save()
-            executor_for(args).run([job for job in todo if job.model is not None], context)
+            timed = [job for job in todo if job.model is not None]
+            reference_device = next((t.device for t in plan.targets if t.kind == "cuda" and ":" in t.device), None) \
+                or next((t.device for t in plan.targets if t.kind == "mps"), "cpu")
+            if timed:  # machine drift: the fixed reference workload before the first and after the last notebook
+                record_drift(manifest, "start", reference_device, bool(plan.settings.get("quick")))
+            executor_for(args).run(timed, context)
+            if timed:
+                record_drift(manifest, "end", reference_device, bool(plan.settings.get("quick")))
             # the report reads every model's files and run.json: on this host, after the model notebooks
             LocalExecutor().run([job for job in todo if job.model is None], context)
             failed = [job for job in plan.jobs if job.status not in ("succeeded", "skipped")]
@@ -104,7 +111,19 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     from infopt.report.summary import print_headline  # the report's headline table, so the answer shows without a file
 
     print_headline(plan.run_dir)
+    from infopt.run.history import log_history
+
+    log_history(plan.run_dir, args)
     return 1 if failed else 0
+
+
+def record_drift(manifest: Manifest, moment: str, device: str, quick: bool) -> None:
+    """Time the reference workload (:mod:`infopt.measure.drift`) into ``run.json``'s ``reference_workload``."""
+    from infopt.measure.drift import record_reference
+
+    manifest.data["reference_workload"] = record_reference(manifest.data.get("reference_workload"), moment,
+                                                           device, quick)
+    manifest.save()
 
 
 def print_summary(plan: Plan) -> None:
@@ -137,6 +156,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         list_everything(Path(args.notebook_dir or REPO_NOTEBOOKS))
         return 0
+    if args.mlflow is not None:  # the history extra missing: one line before anything runs
+        from infopt.run.history import check_available
+
+        try:
+            check_available()
+        except InfoptError as exc:
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+            return 2
+    if args.ab:  # A/B: both models in this process, alternating blocks (infopt.run.ab)
+        from infopt.run.ab import run_ab
+
+        return run_ab(args, [sys.argv[0] if from_cli else "run_notebooks.py", *argv])
     try:
         plan = build_plan(args)
         from infopt.run import ray_executor  # Ray missing, cluster unreachable, option misfit: one line, exit 2, before any run
@@ -197,10 +228,8 @@ def start(plan: Plan, args, command: list[str]) -> int:
     print(f"infopt run '{plan.run_dir.name}': {len(plan.jobs) - skipped} notebook(s)"
           f"{f' ({skipped} already done, skipped)' if skipped else ''} on {plan.describe()}, "
           f"{'quick (tiny models)' if args.quick else 'full size'}.")
-    if not args.quick and any(t.kind == "cpu" for t in plan.targets) and "optimize" in plan.settings["notebooks"] \
-            and "include_compile" not in plan.settings["extra_parameters"]:
-        print("Note: torch.compile variants are skipped on CPU (20 s to minutes of compilation each); "
-              "add --param include_compile=true to measure them (the compile-freezing ones are often the fastest).")
+    if search_line(plan):
+        print(search_line(plan))
     todo = [job for job in plan.jobs if job.status != "skipped"]
     known = sum(recorded_key(job) in recorded for job in todo)
     source = "rough guide from a 2-core CPU; GPUs are faster" if not known else \

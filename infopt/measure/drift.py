@@ -1,0 +1,167 @@
+"""Machine drift: a fixed reference workload timed at the start and the end of every run.
+
+A 2-core VM (or a laptop on battery, or a GPU that heats up) changes speed by 10-25% from minute to minute,
+so a ratio of two runs' medians is partly the machine. Every run times the same two small kernels (a fixed
+fp32 matmul and a fixed convolution, about a second each) before its first notebook and after its last, and
+records them in ``run.json``; a comparison divides its ratios by the ratio of the two runs' reference times
+and treats a change smaller than the reference's own change as drift, not as a regression.
+
+The reference's time of one run is the geometric mean of its start and end medians over both kernels; its
+*spread* is the largest ``|log(end / start)|`` of one kernel (how much the machine moved within the run).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass
+
+import torch
+
+from infopt.measure.timing import TimingConfig, measure
+
+#: Shapes of the reference kernels; changing them makes old runs incomparable, hence the version.
+REFERENCE_VERSION = 1
+MATMUL_SIZE = 256
+CONV_SHAPE = (1, 16, 64, 64)  # N, C, H, W; a 3x3 convolution C -> C, padding 1
+#: Timing of each kernel: about one second, tight CI target (the kernels are small, samples are many).
+REFERENCE_TIMING = dict(min_samples=50, min_time_s=0.5, max_time_s=1.0, target_rel_ci=0.005, min_warmup=5,
+                        warmup_window=5, warmup_tol=0.05, max_warmup_s=0.5)
+REFERENCE_KERNELS = ("matmul", "conv")
+
+
+def reference_kernels(device: str | torch.device = "cpu") -> dict:
+    """The fixed kernels as zero-argument callables on ``device`` (fixed seed, fixed shapes, fp32)."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=generator).to(device)
+    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=generator).to(device)
+    image = torch.randn(*CONV_SHAPE, generator=generator).to(device)
+    weight = torch.randn(CONV_SHAPE[1], CONV_SHAPE[1], 3, 3, generator=generator).to(device)
+    return {"matmul": lambda: torch.mm(a, b),
+            "conv": lambda: torch.nn.functional.conv2d(image, weight, padding=1)}
+
+
+def describe_reference() -> dict:
+    """What the reference workload is, recorded next to its times."""
+    return {"version": REFERENCE_VERSION, "matmul": f"fp32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE}",
+            "conv": f"fp32 conv2d 3x3, input {'x'.join(map(str, CONV_SHAPE))}, {CONV_SHAPE[1]} filters, padding 1",
+            "timing": dict(REFERENCE_TIMING)}
+
+
+def time_reference(device: str | torch.device = "cpu", num_threads: int | None = None, **timing) -> dict:
+    """Time both reference kernels on ``device``; one dict per kernel (median, its 95% CI, n) plus when and where.
+
+    ``timing`` overrides :data:`REFERENCE_TIMING` (tests use shorter budgets).
+    """
+    config = TimingConfig(**{**REFERENCE_TIMING, **timing, "num_threads": num_threads})
+    record = {"utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "device": str(device)}
+    for name, kernel in reference_kernels(device).items():
+        result = measure(kernel, device, config)
+        record[name] = {"median_ms": result.median_ms, "ci_low_ms": result.ci_low_ms,
+                        "ci_high_ms": result.ci_high_ms, "n": result.n, "num_threads": result.num_threads,
+                        "interference": result.interference}
+    return record
+
+
+#: Shorter budget of ``--quick`` runs (their rows are short too, so a quick run stays quick).
+QUICK_TIMING = dict(min_samples=30, min_time_s=0.2, max_time_s=0.4)
+
+
+def record_reference(record: dict | None, moment: str, device: str = "cpu", quick: bool = False) -> dict:
+    """``record`` (the ``reference_workload`` of ``run.json``) with ``moment`` ("start" or "end") timed now.
+
+    A failure to time the reference is recorded as its ``error`` rather than stopping the run.
+    """
+    record = dict(record or {})
+    record.setdefault("definition", describe_reference())
+    record["device"] = record.get("device") or str(device)
+    try:
+        record[moment] = time_reference(record["device"], **(QUICK_TIMING if quick else {}))
+    except Exception as error:  # noqa: BLE001 - the run's own measurements matter more than its reference
+        record[moment] = {"error": f"{type(error).__name__}: {error}"[:300]}
+    return record
+
+
+def _kernel_medians(record: dict | None) -> dict[str, float]:
+    if not isinstance(record, dict):
+        return {}
+    medians = {}
+    for name in REFERENCE_KERNELS:
+        value = (record.get(name) or {}).get("median_ms") if isinstance(record.get(name), dict) else None
+        if isinstance(value, (int, float)) and value > 0 and math.isfinite(value):
+            medians[name] = float(value)
+    return medians
+
+
+def reference_times(run_record: dict | None) -> dict[str, list[float]]:
+    """Per kernel, the medians (ms) a run's ``reference_workload`` holds (start, end, whichever exist)."""
+    times: dict[str, list[float]] = {}
+    if not isinstance(run_record, dict):
+        return times
+    for moment in ("start", "end"):
+        for name, value in _kernel_medians(run_record.get(moment)).items():
+            times.setdefault(name, []).append(value)
+    return times
+
+
+def within_run_spread(run_record: dict | None) -> float:
+    """Largest ``|log(end / start)|`` of one kernel in one run (0 when only one moment was timed)."""
+    times = reference_times(run_record)
+    return max((abs(math.log(v[-1] / v[0])) for v in times.values() if len(v) > 1), default=0.0)
+
+
+def reference_ci(run_record: dict | None) -> float:
+    """Largest relative half-width (log scale) of a reference median's 95% CI in one run (0 if not recorded)."""
+    widths = [0.0]
+    for moment in ("start", "end"):
+        for name in REFERENCE_KERNELS:
+            timed = ((run_record or {}).get(moment) or {}).get(name) if isinstance(run_record, dict) else None
+            low, high = (timed or {}).get("ci_low_ms"), (timed or {}).get("ci_high_ms")
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 < low <= high:
+                widths.append(math.log(high / low) / 2)
+    return max(widths)
+
+
+@dataclass
+class Drift:
+    """How much faster or slower the machine itself was in the new run than in the base run.
+
+    ``factor``: new reference time / base reference time (1.2: the machine was 20% slower); ``band``: the
+    log-size of a change the reference itself shows (``|log factor|`` or either run's within-run spread,
+    the larger), below which a difference is called machine drift; ``spread``: the larger within-run spread,
+    the uncertainty of ``factor`` itself. ``known`` is False when a run has no reference (factor 1).
+    """
+
+    factor: float = 1.0
+    band: float = 0.0
+    spread: float = 0.0
+    known: bool = False
+    detail: str = "no reference workload in one of the runs: drift not accounted for"
+
+    def as_dict(self) -> dict:
+        return {"factor": self.factor, "band_pct": 100 * (math.exp(self.band) - 1),
+                "spread_pct": 100 * (math.exp(self.spread) - 1), "known": self.known, "detail": self.detail}
+
+
+def drift_between(base: dict | None, new: dict | None) -> Drift:
+    """The :class:`Drift` between two runs' ``reference_workload`` records (kernels both runs timed)."""
+    base_times, new_times = reference_times(base), reference_times(new)
+    shared = [name for name in REFERENCE_KERNELS if name in base_times and name in new_times]
+    versions = {(r or {}).get("definition", {}).get("version") for r in (base, new) if isinstance(r, dict)}
+    if not shared or len(versions) > 1:
+        return Drift()
+    logs = [sum(map(math.log, new_times[n])) / len(new_times[n]) - sum(map(math.log, base_times[n])) /
+            len(base_times[n]) for n in shared]
+    log_factor = sum(logs) / len(logs)
+    spread = max(within_run_spread(base), within_run_spread(new))
+    # two kernels that disagree about the machine's change, and the reference's own CI, are uncertainty too
+    spread = max(spread, (max(logs) - min(logs)) / 2, reference_ci(base), reference_ci(new))
+    factor = math.exp(log_factor)
+    detail = (f"reference workload {100 * (factor - 1):+.1f}% between the runs, "
+              f"moved up to {100 * (math.exp(spread) - 1):.1f}% within a run")
+    return Drift(factor=factor, band=max(abs(log_factor), spread), spread=spread, known=True, detail=detail)
+
+
+__all__ = ["CONV_SHAPE", "Drift", "MATMUL_SIZE", "REFERENCE_KERNELS", "REFERENCE_TIMING", "REFERENCE_VERSION",
+           "QUICK_TIMING", "describe_reference", "drift_between", "record_reference", "reference_ci",
+           "reference_kernels", "reference_times", "time_reference", "within_run_spread"]

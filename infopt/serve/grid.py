@@ -1,0 +1,120 @@
+"""One model (or variant) served: SingleStream, a low-rate Server run, then the batcher grid (max batch x max
+wait), each setting's Offline throughput and its Server peak under the bound; token latencies for causal LMs.
+
+The grid runs in the order given until its time budget is spent; settings left out are reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from infopt.serve.batcher import DynamicBatcher, check_batcher_limits
+from infopt.serve.scenarios import ScenarioRunner
+from infopt.serve.settings import ServeSettings
+from infopt.serve.sut import SampleLibrary, model_batch_runner
+
+#: The low-rate Server run offers this share of one batch-1 worker's capacity (1 / SingleStream p50).
+LOW_RATE_UTILISATION = 0.1
+
+
+def batcher_grid(settings: ServeSettings) -> list[tuple[int, float]]:
+    """(max batch, max wait ms) pairs; a max batch of 1 needs no wait, so it appears once with 0 ms."""
+    pairs = []
+    for max_batch in settings.max_batches:
+        for wait in ((0.0,) if max_batch == 1 else settings.max_waits_ms):
+            if (max_batch, wait) not in pairs:
+                pairs.append((max_batch, wait))
+    return pairs
+
+
+def _tag(rows: list[dict], **extra) -> list[dict]:
+    return [{**row, **extra} for row in rows]
+
+
+def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Path, *, seq_len: int | None = None,
+                grid_budget_s: float = 60.0, new_tokens: int = 8, token_latencies: bool = True) -> pd.DataFrame:
+    """Every serving row of one model or variant (``variant`` labels the rows and the log folders).
+    ``token_latencies``: also the token scenario for a causal LM (the notebook asks it of eager fp32, whose
+    ``generate`` path is the model's own)."""
+    library = SampleLibrary(model, settings.samples, seq_len, settings.seed)
+    run_batch = model_batch_runner(model, library)
+    run_batch([type("Warm", (), {"index": 0})()])  # one warm-up forward before LoadGen's clock starts
+    rows: list[dict] = []
+    log_root = Path(log_root)
+
+    with DynamicBatcher(run_batch, 1, 0.0) as single:
+        runner = ScenarioRunner(single, library.count, settings, log_root, variant)
+        base_latency_s = None
+        if "single-stream" in settings.scenarios:
+            rows.append(runner.single_stream())
+            base_latency_s = (rows[-1].get("latency_p50_ms") or 0) / 1000.0 or None
+        if base_latency_s is None:
+            start = time.perf_counter()
+            run_batch([type("Probe", (), {"index": 0})()])
+            base_latency_s = time.perf_counter() - start
+        if "server" in settings.scenarios:
+            low = runner.server(LOW_RATE_UTILISATION / base_latency_s, tag="-low-rate", judged=False)
+            low["role"] = "low-rate"
+            limits = check_batcher_limits(runner.runs[-1].batches, 1, 0.0)
+            rows.append({**low, **{f"batcher_{k}": v for k, v in limits.items()}})
+
+    grid = batcher_grid(settings) if ("server" in settings.scenarios or "offline" in settings.scenarios) else []
+    started, skipped = time.perf_counter(), []
+    for max_batch, wait_ms in grid:
+        if time.perf_counter() - started > grid_budget_s:
+            skipped.append((max_batch, wait_ms))
+            continue
+        with DynamicBatcher(run_batch, max_batch, wait_ms / 1000.0) as batcher:
+            runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-b{max_batch}-w{wait_ms:g}")
+            offline = runner.offline(expected_qps=1.0 / base_latency_s)  # batch-1 rate; rerun at 1.5x if short
+            offline["role"] = "offline"
+            rows.append(offline)
+            if "server" not in settings.scenarios or not offline.get("achieved_qps"):
+                continue
+            capacity = offline["achieved_qps"]
+            low = min(LOW_RATE_UTILISATION * 5 / base_latency_s, 0.5 * capacity)
+            peak, tests = runner.find_peak(low, capacity)
+            limits = check_batcher_limits(runner.runs[-1].batches, max_batch, wait_ms / 1000.0)
+            tests = _tag(tests, role="bisection", offline_qps=capacity)
+            tests[-1].update({f"batcher_{k}": v for k, v in limits.items()})
+            rows.extend(tests)
+            rows.append({"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms,
+                         "peak_qps": peak, "offline_qps": capacity, "bound_ms": settings.bound_ms,
+                         "percentile": settings.percentile, "meets_bound": peak is not None,
+                         "verdict_basis": tests[-1].get("verdict_basis")})
+    for max_batch, wait_ms in skipped:
+        rows.append({"scenario": "server", "role": "skipped", "max_batch": max_batch, "max_wait_ms": wait_ms,
+                     "error": f"not measured: the grid's budget of {grid_budget_s:g} s was spent"})
+
+    if token_latencies and "server-tokens" in settings.scenarios and getattr(model, "is_causal_lm", False):
+        rows.extend(_token_rows(model, variant, settings, log_root, library, new_tokens))
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "variant", variant)
+    return frame
+
+
+def _token_rows(model, variant, settings, log_root, library, new_tokens) -> list[dict]:
+    from infopt.serve.tokens import generation_batch_runner, time_one_generation
+
+    service_s = time_one_generation(model, library, new_tokens)
+    with DynamicBatcher(generation_batch_runner(model, library, new_tokens), 1, 0.0) as batcher:
+        runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-tokens", token_latencies=True)
+        row = runner.server(0.5 / service_s, judged=False)
+    row.update({"role": "tokens", "new_tokens": new_tokens, "generate_s": service_s})
+    return [row]
+
+
+def best_settings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, the batcher setting with the highest peak QPS under the bound (rows with role "peak")."""
+    if "role" not in frame:
+        return frame.iloc[0:0]
+    peaks = frame[(frame["role"] == "peak") & frame["peak_qps"].notna()]
+    if peaks.empty:
+        return peaks
+    return peaks.loc[peaks.groupby("variant")["peak_qps"].idxmax()].reset_index(drop=True)
+
+
+__all__ = ["LOW_RATE_UTILISATION", "batcher_grid", "best_settings", "serve_model"]

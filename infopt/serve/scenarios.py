@@ -1,0 +1,159 @@
+"""The LoadGen scenarios, each one LoadGen test per setting: SingleStream (p90 as LoadGen reports it), Server at
+one target rate, the Server peak (bisection over ``server_target_qps`` judged by LoadGen), Offline (throughput).
+
+Budgets: MLPerf's minimum query counts (hundreds of thousands) and 10-minute durations are scaled down to
+``ServeSettings.budget_s`` and ``min_queries`` per test; each row records which of LoadGen's constraints held.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+from infopt.names import safe_name
+from infopt.serve.batcher import DynamicBatcher
+from infopt.serve.loadgen_log import littles_law
+from infopt.serve.settings import ServeSettings
+from infopt.serve.sut import LOADGEN_SCENARIO, run_loadgen
+
+#: How a rate counts as served under the bound (recorded with each Server row as ``verdict_basis``).
+VERDICT_STRICT = "LoadGen VALID (latency constraint, minimum duration and queries, early stopping)"
+VERDICT_LATENCY = "LoadGen's latency constraint with minimum duration and queries (early stopping recorded, not required)"
+
+
+def early_stopping_floor(percentile: float, confidence: float = 0.99) -> int:
+    """The fewest queries with which LoadGen's early stopping can accept a latency percentile at all (every query
+    under the bound): the smallest n with (percentile/100)^n <= 1 - confidence; 459 for p99, 44 for p90."""
+    return math.ceil(math.log(1 - confidence) / math.log(percentile / 100.0))
+
+
+def min_query_count(settings: ServeSettings) -> int:
+    """The minimum queries per Server test: the settings' floor, raised to what early stopping needs when
+    LoadGen's VALID is required."""
+    floor = early_stopping_floor(settings.percentile) if settings.strict else 1
+    return max(settings.min_queries, floor)
+
+
+def test_settings(scenario: str, settings: ServeSettings, *, target_qps: float | None = None,
+                  expected_latency_s: float | None = None, offline_qps: float | None = None,
+                  token_latencies: bool = False):
+    """An ``mlperf_loadgen.TestSettings`` for one of our scenarios, scaled to the settings' budget."""
+    import mlperf_loadgen as lg
+
+    ts = lg.TestSettings()
+    ts.scenario = getattr(lg.TestScenario, LOADGEN_SCENARIO[scenario])
+    ts.mode = lg.TestMode.PerformanceOnly
+    budget_ms = int(settings.budget_s * 1000)
+    ts.min_duration_ms = budget_ms
+    ts.min_query_count = settings.min_queries if scenario == "single-stream" else min_query_count(settings)
+    # LoadGen stops issuing here even when its minimum counts are not met (the row then says which was not)
+    needed_ms = 1000.0 * ts.min_query_count / target_qps if target_qps else 0.0
+    ts.max_duration_ms = int(max(3 * budget_ms, min(1.5 * needed_ms, settings.extras.get("max_test_s", 60) * 1000)))
+    ts.sample_index_rng_seed = ts.schedule_rng_seed = ts.qsl_rng_seed = settings.seed
+    if scenario == "single-stream":
+        ts.single_stream_expected_latency_ns = max(int((expected_latency_s or 0.01) * 1e9), 1)
+        ts.single_stream_target_latency_percentile = 0.9
+    elif scenario in ("server", "server-tokens"):
+        ts.server_target_qps = float(target_qps)
+        ts.server_target_latency_ns = int(settings.bound_ms * 1e6)
+        ts.server_target_latency_percentile = settings.percentile / 100.0
+        if token_latencies:
+            ts.use_token_latencies = True
+            ts.ttft_latency = int(settings.bound_ms * 1e6)
+            ts.tpot_latency = int(settings.extras.get("tpot_bound_ms", settings.bound_ms) * 1e6)
+    elif scenario == "offline":
+        ts.offline_expected_qps = float(offline_qps or 100.0)
+        ts.min_query_count = 1  # one query of all samples
+    return ts
+
+
+def _row(run, scenario: str, batcher: DynamicBatcher, settings: ServeSettings, target_qps=None) -> dict:
+    summary = run.summary
+    row = {"scenario": scenario, "max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait_s * 1000.0,
+           "target_qps": target_qps, "bound_ms": settings.bound_ms, "percentile": settings.percentile,
+           **{k: v for k, v in summary.items() if k != "summary_lines"},
+           "loadgen_result": summary.get("result"), "queries": len(run.arrivals),
+           "log_dir": str(run.log_dir), "summary_lines": " | ".join(summary.get("summary_lines", [])),
+           "error": "; ".join(repr(e) for e in run.errors[:3]) or None}
+    row.pop("result", None)
+    pct_key = f"latency_p{format(settings.percentile, 'g').replace('.', '_')}_ms"
+    row["latency_at_percentile_ms"] = summary.get(pct_key)
+    if scenario.startswith("server"):
+        strict_ok = summary.get("result") == "VALID"
+        loose_ok = bool(summary.get("latency_constraint_met") and summary.get("min_duration_met")
+                        and summary.get("min_queries_met"))
+        row["meets_bound"] = (strict_ok if settings.strict else loose_ok) and not run.errors
+        row["verdict_basis"] = VERDICT_STRICT if settings.strict else VERDICT_LATENCY
+        mean_s = (summary.get("latency_mean_ms") or 0.0) / 1000.0
+        law = littles_law(run.arrivals, run.completions, summary.get("scheduled_qps") or 0.0, mean_s)
+        row.update({f"littles_{k}": v for k, v in law.items()})
+    return row
+
+
+class ScenarioRunner:
+    """Runs our scenarios against one batcher; LoadGen's logs go to ``log_root/<scenario>-<label>/``."""
+
+    def __init__(self, batcher: DynamicBatcher, library_size: int, settings: ServeSettings, log_root: str | Path,
+                 label: str, *, token_latencies: bool = False, on_run: Callable[[dict], None] | None = None):
+        self.batcher, self.library_size, self.settings = batcher, library_size, settings
+        self.log_root, self.label, self.token_latencies = Path(log_root), label, token_latencies
+        self.on_run = on_run
+        self.runs: list = []
+
+    def _run(self, scenario: str, ts, tag: str, target_qps=None) -> dict:
+        log_dir = self.log_root / safe_name(f"{scenario}-{self.label}{tag}")
+        run = run_loadgen(ts, self.batcher, self.library_size, log_dir, token_latencies=self.token_latencies)
+        self.runs.append(run)
+        row = _row(run, scenario, self.batcher, self.settings, target_qps)
+        if self.on_run:
+            self.on_run(row)
+        return row
+
+    def single_stream(self, expected_latency_s: float | None = None) -> dict:
+        return self._run("single-stream", test_settings("single-stream", self.settings,
+                                                        expected_latency_s=expected_latency_s), "")
+
+    def offline(self, expected_qps: float) -> dict:
+        """All samples in one query. LoadGen sizes that query from ``expected_qps`` x the budget; when the run
+        ends before the minimum duration (expected rate too low), it runs once more at 1.5x the rate achieved."""
+        row = self._run("offline", test_settings("offline", self.settings, offline_qps=expected_qps), "")
+        if row.get("min_duration_met") is False and row.get("achieved_qps"):
+            row = self._run("offline", test_settings("offline", self.settings,
+                                                     offline_qps=1.5 * row["achieved_qps"]), "")
+        return row
+
+    def server(self, target_qps: float, tag: str | None = None, *, judged: bool = True) -> dict:
+        """One Server test at ``target_qps``. ``judged=False`` (the low-rate run, read for its p50 only): the
+        minimum duration alone, no minimum query count, so a slow rate does not take minutes."""
+        scenario = "server-tokens" if self.token_latencies else "server"
+        ts = test_settings(scenario, self.settings, target_qps=target_qps, token_latencies=self.token_latencies)
+        if not judged:
+            ts.min_query_count = 1
+        return self._run(scenario, ts, tag if tag is not None else f"-{target_qps:.4g}qps", target_qps)
+
+    def find_peak(self, low_qps: float, high_qps: float) -> tuple[float | None, list[dict]]:
+        """The highest target QPS LoadGen judges served under the bound, by bisection between ``low_qps`` and
+        ``high_qps`` (``settings.bisection_steps`` tests after the upper end); ``None`` when even ``low_qps``
+        fails. The upper end is tried first and the lower end only when no tested rate passed (low rates are the
+        slow tests: the minimum query count takes longest to issue). Every test's row is returned (the
+        latency-vs-load chart draws them)."""
+        rows = [self.server(high_qps)]
+        if rows[0]["meets_bound"]:
+            return high_qps, rows
+        good, bad, passed = low_qps, high_qps, False
+        for _ in range(self.settings.bisection_steps):
+            middle = (good * bad) ** 0.5 if bad / good > 4 else (good + bad) / 2  # geometric while far apart
+            rows.append(self.server(middle))
+            if rows[-1]["meets_bound"]:
+                good, passed = middle, True
+            else:
+                bad = middle
+        if not passed:
+            rows.append(self.server(low_qps))
+            if not rows[-1]["meets_bound"]:
+                return None, rows
+        return good, rows
+
+
+__all__ = ["ScenarioRunner", "VERDICT_LATENCY", "VERDICT_STRICT", "test_settings"]

@@ -1,0 +1,40 @@
+"""The machine-drift reference workload: timed for real (short budget), and the drift it implies."""
+
+import math
+
+from infopt.measure import drift
+
+
+def test_the_reference_workload_times_both_kernels():
+    record = drift.record_reference(None, "start", "cpu", quick=True)
+    assert record["definition"]["version"] == drift.REFERENCE_VERSION
+    for kernel in drift.REFERENCE_KERNELS:
+        timed = record["start"][kernel]
+        assert timed["median_ms"] > 0 and timed["n"] >= 1  # how many fit the budget depends on the machine
+        if timed["n"] >= 6:  # the fewest with a 95% CI of the median
+            assert timed["ci_low_ms"] <= timed["median_ms"] <= timed["ci_high_ms"]
+    record = drift.record_reference(record, "end", "cpu", quick=True)
+    assert set(drift.reference_times(record)) == set(drift.REFERENCE_KERNELS)
+    assert all(len(v) == 2 for v in drift.reference_times(record).values())
+
+
+def _record(start: float, end: float) -> dict:
+    return {"definition": drift.describe_reference(),
+            "start": {k: {"median_ms": start} for k in drift.REFERENCE_KERNELS},
+            "end": {k: {"median_ms": end} for k in drift.REFERENCE_KERNELS}}
+
+
+def test_the_drift_factor_and_band_follow_the_reference_times():
+    same = drift.drift_between(_record(1.0, 1.0), _record(1.0, 1.0))
+    assert same.known and math.isclose(same.factor, 1.0) and same.band == 0
+    slower = drift.drift_between(_record(1.0, 1.0), _record(1.2, 1.2))
+    assert math.isclose(slower.factor, 1.2) and math.isclose(slower.band, math.log(1.2))
+    moving = drift.drift_between(_record(1.0, 1.1), _record(1.0, 1.1))
+    assert math.isclose(moving.factor, 1.0) and math.isclose(moving.spread, math.log(1.1))
+
+
+def test_a_run_without_a_reference_is_not_normalised():
+    unknown = drift.drift_between(None, _record(1.0, 1.0))
+    assert not unknown.known and unknown.factor == 1.0 and "not accounted" in unknown.detail
+    errored = {"start": {"error": "RuntimeError: no device"}}
+    assert not drift.drift_between(errored, _record(1.0, 1.0)).known

@@ -1,0 +1,236 @@
+"""Serving under a latency bound (infopt.serve): the dynamic batcher's limits, LoadGen's Server peak against
+queueing theory, LoadGen's summary read back, the checks, and bad serve parameters refused before any kernel.
+
+The queueing reference is M/D/1: a batcher with max batch 1 in front of a fake model whose every call takes a
+constant ``S`` (a sleep) under LoadGen's Poisson arrivals. The highest rate whose p90 latency (wait + S) stays
+within the bound follows from the M/D/1 waiting-time distribution (Erlang/Crommelin,
+``infopt.serve.queueing.md1_peak_rate``); the measured peak must land within 30% of it. A sleep is the service
+time, so the figure does not depend on how fast the machine is, only on timer and thread wake-up accuracy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import papermill
+import pytest
+
+from infopt.errors import InvalidInputError
+from infopt.run import runner
+from infopt.serve import DynamicBatcher, ServeSettings, check_batcher_limits, consistency_checks, md1_peak_rate
+from infopt.serve.batcher import BatchRecord
+from infopt.serve.loadgen_log import littles_law, parse_summary
+from infopt.serve.queueing import md1_wait_cdf
+from infopt.serve.scenarios import ScenarioRunner, early_stopping_floor
+
+
+def _sleeper(seconds: float):
+    def run(payloads):
+        time.sleep(seconds)
+        return [None] * len(payloads)
+    return run
+
+
+def _drain(batcher: DynamicBatcher, count: int, spacing_s: float = 0.0) -> None:
+    done = threading.Semaphore(0)
+    for _ in range(count):
+        batcher.submit(object(), lambda request, output: done.release())
+        if spacing_s:
+            time.sleep(spacing_s)
+    for _ in range(count):
+        assert done.acquire(timeout=10)
+
+
+def test_the_batcher_never_exceeds_its_maximum_batch():
+    with DynamicBatcher(_sleeper(0.005), max_batch=4, max_wait_s=0.02) as batcher:
+        _drain(batcher, 30)  # a burst: far more waiting than one batch holds
+    sizes = [r.size for r in batcher.records]
+    assert sum(sizes) == 30 and max(sizes) == 4 and all(s <= 4 for s in sizes)
+    limits = check_batcher_limits(batcher.records, 4, 0.02)
+    assert limits["ok"] and limits["oversized_batches"] == 0 and limits["backlogged_requests"] > 0
+
+
+def test_the_batcher_waits_for_more_but_not_past_its_maximum_wait():
+    with DynamicBatcher(_sleeper(0.001), max_batch=8, max_wait_s=0.05) as batcher:
+        _drain(batcher, 3)  # three at once, fewer than the max batch: one batch after the window closes
+    (record,) = batcher.records
+    assert record.size == 3
+    held = record.start - min(record.arrivals)
+    assert 0.045 <= held <= 0.05 + 0.03, held
+    assert check_batcher_limits(batcher.records, 8, 0.05)["ok"]
+
+
+def test_a_zero_wait_batcher_runs_each_lone_request_at_once():
+    with DynamicBatcher(_sleeper(0.001), max_batch=8, max_wait_s=0.0) as batcher:
+        _drain(batcher, 5, spacing_s=0.01)
+    assert [r.size for r in batcher.records] == [1] * 5
+    assert check_batcher_limits(batcher.records, 8, 0.0)["ok"]
+
+
+def test_the_limit_check_catches_an_oversized_batch_and_a_late_request():
+    records = [BatchRecord([0.0, 0.0, 0.0], start=0.001, end=0.011),
+               BatchRecord([0.012], start=0.2, end=0.21)]  # held 188 ms with a 5 ms wait after a 10 ms batch
+    limits = check_batcher_limits(records, max_batch=2, max_wait_s=0.005)
+    assert limits["oversized_batches"] == 1 and limits["late_requests"] == 1 and not limits["ok"]
+
+
+@pytest.mark.parametrize("max_batch, max_wait", [(0, 0.0), (-1, 0.0), (2, -0.001)])
+def test_bad_batcher_limits_are_one_sentence(max_batch, max_wait):
+    with pytest.raises(InvalidInputError):
+        DynamicBatcher(_sleeper(0.0), max_batch=max_batch, max_wait_s=max_wait)
+
+
+def test_md1_distribution_has_the_right_atom_and_limit():
+    rate, service = 100.0, 0.004  # rho = 0.4
+    assert md1_wait_cdf(0.0, rate, service) == pytest.approx(0.6)  # P(no wait) = 1 - rho
+    assert md1_wait_cdf(0.1, rate, service) == pytest.approx(1.0, abs=1e-6)
+    assert md1_wait_cdf(0.01, rate, service) < md1_wait_cdf(0.02, rate, service)
+    assert md1_peak_rate(0.004, 0.003, 90) == 0.0  # a bound below the service time serves nothing
+
+
+def test_server_peak_of_a_fake_model_lands_near_the_md1_value(tmp_path):
+    service, bound, percentile = 0.004, 0.020, 90.0
+    expected = md1_peak_rate(service, bound, percentile)  # ~189 QPS
+    settings = ServeSettings(bound_ms=bound * 1000, percentile=percentile, budget_s=1.0, min_queries=50,
+                             bisection_steps=4, strict=True)
+    with DynamicBatcher(_sleeper(service), max_batch=1, max_wait_s=0.0) as batcher:
+        runner_ = ScenarioRunner(batcher, 16, settings, tmp_path / "loadgen", "fake")
+        peak, rows = runner_.find_peak(0.3 * expected, 1.3 * expected)
+    assert peak is not None and abs(peak - expected) / expected < 0.30, (peak, expected)
+    assert rows[0]["loadgen_result"] == "INVALID"  # 1.3x the M/D/1 peak: the upper end fails
+    assert any(row["loadgen_result"] == "VALID" and row["target_qps"] == peak for row in rows)
+    assert all(row["queries"] >= early_stopping_floor(percentile) for row in rows)
+    assert (tmp_path / "loadgen" / f"server-fake-{rows[0]['target_qps']:.4g}qps" / "mlperf_log_summary.txt").is_file()
+    frame = pd.DataFrame(rows).assign(variant="fake")
+    little = consistency_checks(frame)
+    assert bool(little[little["check"] == "Little's law (10%)"]["ok"].iloc[0])
+
+
+SUMMARY = """================================================
+MLPerf Results Summary
+================================================
+SUT name : PySUT
+Scenario : Server
+Mode     : PerformanceOnly
+Completed samples per second    : 90.15
+Result is : INVALID
+  Performance constraints satisfied : Yes
+  Min duration satisfied : Yes
+  Min queries satisfied : Yes
+  Early stopping satisfied: NO
+Recommendations:
+================================================
+Additional Stats
+================================================
+Scheduled samples per second : 90.37
+Mean latency (ns)               : 2416758
+50.00 percentile latency (ns)   : 2400247
+99.00 percentile latency (ns)   : 2753464
+99.90 percentile latency (ns)   : 2753464
+"""
+
+
+def test_loadgen_summary_is_read_into_verdicts_and_milliseconds():
+    parsed = parse_summary(SUMMARY)
+    assert parsed["result"] == "INVALID" and parsed["latency_constraint_met"] and not parsed["early_stopping_met"]
+    assert parsed["achieved_qps"] == 90.15 and parsed["scheduled_qps"] == 90.37
+    assert parsed["latency_p50_ms"] == pytest.approx(2.400247) and parsed["latency_p99_9_ms"] == pytest.approx(2.753464)
+    assert "Early stopping satisfied: NO" in parsed["summary_lines"]
+
+
+def test_littles_law_holds_for_a_steady_stream():
+    arrivals = [i * 0.01 for i in range(100)]  # 100/s, each in the system 5 ms: 0.5 on average
+    law = littles_law(arrivals, [a + 0.005 for a in arrivals], 100.0, 0.005)
+    assert law["in_system_predicted"] == pytest.approx(0.5) and law["relative_gap"] < 0.01
+
+
+def test_the_peak_check_fails_when_a_peak_exceeds_offline_throughput():
+    frame = pd.DataFrame([{"variant": "x", "role": "peak", "peak_qps": 120.0, "offline_qps": 100.0,
+                           "max_batch": 4, "max_wait_ms": 1.0}])
+    assert not consistency_checks(frame)["ok"].iloc[0]
+
+
+@pytest.mark.parametrize("param, message", [
+    ("latency_bound_ms=0", "latency_bound_ms must be above 0 ms"),
+    ("latency_bound_ms=-5", "latency_bound_ms must be above 0 ms"),
+    ("latency_percentile=100", "strictly between 0 and 100"),
+    ("latency_percentile=0", "strictly between 0 and 100"),
+    ("max_batch_sizes=[4, 0]", "every maximum batch must be an integer of at least 1"),
+    ("scenarios=[\"server\", \"burst\"]", "Unknown scenario 'burst'"),
+    ("max_waits_ms=[-1]", "every maximum wait must be 0 ms or more"),
+])
+def test_bad_serve_parameters_exit_2_before_any_kernel(tmp_path, capsys, monkeypatch, param, message):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a notebook was executed")
+    monkeypatch.setattr(papermill, "execute_notebook", refuse)
+    code = runner.main(["--device", "cpu", "--quick", "--models", "resnet50", "--notebooks", "serve",
+                        "--output", str(tmp_path / "results"), "--run-name", "r", "--param", param])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("kwargs", [{"bound_ms": 0}, {"bound_ms": 10, "percentile": 100},
+                                    {"bound_ms": 10, "max_batches": (0,)}, {"bound_ms": 10, "scenarios": ("x",)}])
+def test_bad_serve_settings_in_python_are_one_sentence(kwargs):
+    with pytest.raises(InvalidInputError) as error:
+        ServeSettings(**kwargs)
+    assert "\n" not in str(error.value)
+
+
+def test_serve_notebook_defaults_are_the_full_cpu_preset():
+    import ast
+
+    from infopt import presets
+    from infopt.run.cli import REPO_NOTEBOOKS
+
+    declared = papermill.inspect_notebook(str(REPO_NOTEBOOKS / "serve.ipynb"))
+    for key, value in presets.preset_for(False, "cpu").notebook_parameters("serve").items():
+        assert ast.literal_eval(declared[key]["default"]) == value, key
+    assert presets.preset_for(False, "cuda").notebook_parameters("serve")["latency_bound_ms"] == 10.0
+    assert presets.MODEL_NOTEBOOKS.index("serve") == presets.MODEL_NOTEBOOKS.index("optimize") + 1
+
+
+def test_a_tiny_causal_lm_is_served_with_loadgen_token_latencies(tmp_path):
+    from infopt import load_model
+    from infopt.serve import best_settings, serve_model
+
+    model = load_model("gpt2", size="tiny")
+    settings = ServeSettings(bound_ms=1000, percentile=90, budget_s=0.2, min_queries=4, bisection_steps=1,
+                             strict=False, max_batches=(2,), max_waits_ms=(1.0,), samples=4,
+                             extras={"max_test_s": 2})
+    frame = serve_model(model, "eager-fp32", settings, tmp_path, seq_len=8, grid_budget_s=5, new_tokens=3)
+    assert {"single-stream", "offline", "server", "server-tokens"} <= set(frame["scenario"])
+    tokens = frame[frame["role"] == "tokens"].iloc[0]
+    assert tokens["ttft_p90_ms"] > 0 and tokens["tpot_p90_ms"] > 0  # LoadGen's own first-token reporting
+    peak = best_settings(frame)
+    assert len(peak) == 1 and peak["peak_qps"].iloc[0] <= peak["offline_qps"].iloc[0]
+    assert (tmp_path / "offline-eager-fp32-b2-w1" / "mlperf_log_detail.txt").is_file()
+
+
+def test_loadgen_token_latency_lines_become_ttft_and_tpot():
+    parsed = parse_summary("Completed tokens per second                 : 7.80\n"
+                           "Mean First Token latency (ns)                : 6319470\n"
+                           "99.00 percentile first token latency (ns)   : 6470740\n"
+                           "Mean Time per Output Token (ns)                : 16901853\n"
+                           "99.00 percentile time to output token (ns)   : 19779036\n")
+    assert parsed["ttft_p99_ms"] == pytest.approx(6.47074) and parsed["tpot_p99_ms"] == pytest.approx(19.779036)
+    assert parsed["ttft_mean_ms"] == pytest.approx(6.31947) and parsed["tokens_per_s"] == 7.8
+    assert "latency_p99_ms" not in parsed
+
+
+def test_the_serve_notebook_reads_the_benchmark_batch1_median_from_its_folder(tmp_path):
+    from infopt.results import save_results
+    from infopt.serve.sources import benchmark_batch1_median_ms, recommended_variant
+
+    assert benchmark_batch1_median_ms(tmp_path, "m", "cpu") is None and recommended_variant(tmp_path, "m", "cpu") is None
+    rows = pd.DataFrame([{"model": "m", "device": "cpu", "batch_size": 4, "latency_p50_ms": 9.0},
+                         {"model": "m", "device": "cpu", "batch_size": 1, "latency_p50_ms": 3.5}])
+    save_results(rows, tmp_path, "m", "cpu", kind="results", env={})
+    assert benchmark_batch1_median_ms(tmp_path, "m", "cpu") == 3.5
+    low = pd.DataFrame([{"variant": "v", "role": "low-rate", "target_qps": 5.0, "latency_p50_ms": 3.9}])
+    check = consistency_checks(low, 3.5).iloc[0]
+    assert check["ok"] and "15%" in check["check"]
+    assert not consistency_checks(low.assign(latency_p50_ms=5.0), 3.5).iloc[0]["ok"]
