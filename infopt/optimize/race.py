@@ -134,6 +134,13 @@ def run_race(specs: Iterable[str], measure_round: Callable[[str, int], float], *
         active[0].note = f"raced to the end: faster than every other contender after {rounds} rounds"
     elif not active:
         outcome, leader_spec = "none faster than the baseline", None
+    elif rounds < min_rounds:  # no interval yet: neither a tie nor a winner, and never called one
+        outcome = (f"undecided: the budget allowed {rounds} of the {min_rounds} rounds a verdict needs for "
+                   f"{len(active)} contenders (raise optimize_budget_s)")
+        ranked = sorted(active, key=lambda e: -e.interval[0] if not math.isnan(e.interval[0]) else math.inf)
+        leader_spec = ranked[0].spec if ranked[0].ratios else None
+        for entry in active:
+            entry.note = f"raced to the end undecided: {rounds} round(s), no interval"
     else:
         outcome = "no significant difference"
         ranked = sorted(active, key=lambda e: -e.interval[0])
