@@ -195,18 +195,17 @@ def cpu_theoretical_peaks() -> dict:
     per_cycle_fp32 = (vector_bits // 32) * fma_units * 2
     fp32 = cores * mhz * 1e6 * per_cycle_fp32
     flops: dict[str, float | None] = {"float32": fp32, "bfloat16": None, "float16": None}
-    if "amx_bf16" in flags:
-        flops["bfloat16"] = cores * mhz * 1e6 * 1024
-        assumptions.append("bf16: Intel AMX, 1024 FLOP/cycle/core")
-    elif "avx512_bf16" in flags:
-        flops["bfloat16"] = 2 * fp32
-        assumptions.append("bf16: AVX512-BF16 dot products, 2x the fp32 rate")
-    if "amx_fp16" in flags:
-        flops["float16"] = cores * mhz * 1e6 * 1024
-        assumptions.append("fp16: Intel AMX-FP16, 1024 FLOP/cycle/core")
-    elif "avx512_fp16" in flags:
-        flops["float16"] = 2 * fp32
-        assumptions.append("fp16: AVX512-FP16, 2x the fp32 rate")
+    # dtype: (AMX flag and its text, AVX-512 flag and its text): AMX tiles give 1024 FLOP/cycle/core, AVX-512
+    # dot products twice the fp32 rate
+    for dtype, (amx, amx_text), (avx, avx_text) in (
+            ("bfloat16", ("amx_bf16", "bf16: Intel AMX"), ("avx512_bf16", "bf16: AVX512-BF16 dot products")),
+            ("float16", ("amx_fp16", "fp16: Intel AMX-FP16"), ("avx512_fp16", "fp16: AVX512-FP16"))):
+        if amx in flags:
+            flops[dtype] = cores * mhz * 1e6 * 1024
+            assumptions.append(f"{amx_text}, 1024 FLOP/cycle/core")
+        elif avx in flags:
+            flops[dtype] = 2 * fp32
+            assumptions.append(f"{avx_text}, 2x the fp32 rate")
     return {
         "flops_per_s": flops,
         "bandwidth_bytes_per_s": None,

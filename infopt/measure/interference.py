@@ -259,7 +259,8 @@ CONSISTENCY_TOLERANCE = 0.10
 DISAGREE_MESSAGE = "this run's measurements disagree with each other"
 
 
-def _true(value) -> bool:
+def flag_is_set(value) -> bool:
+    """A boolean column read back from CSV or JSON (True, 1, "true", "True") is set."""
     return value is True or value == 1 or str(value).strip().lower() == "true"
 
 
@@ -275,9 +276,9 @@ def quality_counts(df: pd.DataFrame, ci_columns: tuple[str, str] = ("latency_ci_
     ran = df[df["status"] == "ok"] if "status" in df else df
     counts = {"rows": int(len(ran)), "interference": 0, "not_converged": 0, "too_few_samples": 0}
     if "interference" in ran:
-        counts["interference"] = int(ran["interference"].map(_true).sum())
+        counts["interference"] = int(ran["interference"].map(flag_is_set).sum())
     if "converged" in ran:
-        counts["not_converged"] = int((~ran["converged"].map(_true)).sum())
+        counts["not_converged"] = int((~ran["converged"].map(flag_is_set)).sum())
     if all(column in ran for column in ci_columns):
         counts["too_few_samples"] = int((ran[ci_columns[0]].isna() | ran[ci_columns[1]].isna()).sum())
     return counts
@@ -394,6 +395,6 @@ def run_quality_lines(run_dir) -> list[str]:
     return lines
 
 
-__all__ = ["BackgroundLoad", "CONSISTENCY_TOLERANCE", "CPU_THRESHOLD_CORES", "DISAGREE_MESSAGE",
+__all__ = ["BackgroundLoad", "CONSISTENCY_TOLERANCE", "CPU_THRESHOLD_CORES", "DISAGREE_MESSAGE", "flag_is_set",
            "GPU_THRESHOLD_PERCENT", "INTERFERENCE_COLUMNS", "Interference", "MachineCheck", "check_machine", "ci_text", "combine",
            "disagreements", "quality_counts", "quality_line", "quality_table", "run_quality_lines", "watch"]

@@ -34,6 +34,25 @@ def unpaired_timing(timing: TimingConfig, paired_rounds: int) -> TimingConfig:
     return dataclasses.replace(timing, max_time_s=cap, min_time_s=min(timing.min_time_s, cap))
 
 
+def block_calls(timer, fn, block_s: float) -> tuple[int, float]:
+    """Calls per timing block so one block of ``fn`` lasts about ``block_s`` (at least 1, at most 10,000), and the
+    single-call estimate in ms it came from; one untimed call first."""
+    fn()
+    estimate_ms = max(timer.run_block(fn, 1)[0], 1e-4)
+    return max(1, min(10_000, int(block_s * 1e3 / estimate_ms))), estimate_ms
+
+
+def paired_round(timer, base_fn, variant_fn, base_calls: int, variant_calls: int, index: int) -> float:
+    """One paired round: a block of each side, the order alternating with ``index`` (A B, then B A);
+    returns baseline median / variant median."""
+    blocks = {"base": (base_fn, base_calls), "variant": (variant_fn, variant_calls)}
+    medians = {}
+    for side in (("base", "variant") if index % 2 == 0 else ("variant", "base")):
+        fn, calls = blocks[side]
+        medians[side] = statistics.median(timer.run_block(fn, calls))
+    return medians["base"] / medians["variant"]
+
+
 def paired_speedup(baseline, variant, batch_size: int, seq_len: int | None = None, *, rounds: int = PAIRED_ROUNDS,
                    timing: TimingConfig | None = None, block_s: float | None = None) -> dict:
     """Speedup from alternating timing blocks of ``baseline`` and ``variant`` (see module docstring).
@@ -62,20 +81,16 @@ def paired_speedup(baseline, variant, batch_size: int, seq_len: int | None = Non
     with thread_count(timing.num_threads), torch.inference_mode(), gc_paused(), watch(baseline.device) as window:
         calls, round_s = {}, 0.0
         for side, fn in sides.items():
-            fn()
-            estimate_ms = max(timer.run_block(fn, 1)[0], 1e-4)
-            calls[side] = max(1, min(10_000, int(block_s * 1e3 / estimate_ms)))
+            calls[side], estimate_ms = block_calls(timer, fn, block_s)
             round_s += calls[side] * estimate_ms / 1e3
         if adaptive and round_s * rounds > 2 * rounds * block_s and rounds > MIN_PAIRED_ROUNDS:
             rounds = max(MIN_PAIRED_ROUNDS, int(2 * rounds * block_s / round_s))
         for index in range(rounds):
-            medians = {}
-            for side in (("base", "variant") if index % 2 == 0 else ("variant", "base")):
-                medians[side] = statistics.median(timer.run_block(sides[side], calls[side]))
-            ratios.append(medians["base"] / medians["variant"])
+            ratios.append(paired_round(timer, sides["base"], sides["variant"], calls["base"], calls["variant"], index))
     low, high = median_ci(ratios)
     return {"paired_speedup": statistics.median(ratios), "paired_speedup_ci_low": low,
             "paired_speedup_ci_high": high, "paired_rounds": rounds, **window.result.columns()}
 
 
-__all__ = ["MIN_PAIRED_ROUNDS", "PAIRED_ROUNDS", "PAIRED_SHARE", "paired_speedup", "unpaired_timing"]
+__all__ = ["MIN_PAIRED_ROUNDS", "PAIRED_ROUNDS", "PAIRED_SHARE", "block_calls", "paired_round", "paired_speedup",
+           "unpaired_timing"]

@@ -41,10 +41,9 @@ from infopt.measure.timing import TimingConfig, gc_paused, make_timer, recorded_
 from infopt.models.base import ModelWrapper
 from infopt.optimize.accuracy import compare_outputs
 from infopt.optimize.applied import apply_variant
-from infopt.optimize.compiled import warm_up_compiled
-from infopt.optimize.paired import PAIRED_ROUNDS
+from infopt.optimize.paired import PAIRED_ROUNDS, block_calls, paired_round
 from infopt.optimize.registry import BASELINE, VariantError, VariantNotApplicableError
-from infopt.optimize.sweep import finish_table, reference_outputs, resolve_specs, sweep_variant
+from infopt.optimize.sweep import finish_table, reference_outputs, resolve_specs, sweep_variant, warm_up_fields
 
 #: Rounds every contender runs before any elimination (6: the least count whose median has a 95% CI).
 MIN_RACE_ROUNDS = 6
@@ -191,12 +190,6 @@ def interval_text(row: dict) -> str:
     return f"{text[0]}x [{text[1]}, {text[2]}]"
 
 
-def _block_calls(timer, fn, block_s: float) -> int:
-    fn()
-    estimate_ms = max(timer.run_block(fn, 1)[0], 1e-4)
-    return max(1, min(10_000, int(block_s * 1e3 / estimate_ms)))
-
-
 def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
                      batch_sizes: Iterable[int] = (1, 8), seq_len: int | None = None, *, budget_s: float = 120.0,
                      timing: TimingConfig | None = None, measure_memory: bool = True, include_compile: bool = True,
@@ -234,10 +227,7 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
         ok = False
         with recorded_failure(row):
             inputs = variant.prepare_input(race_size, seq_len)
-            if variant.compiled:
-                row.update(warm_up_compiled(lambda: variant.forward(inputs)))
-            if getattr(variant, "export_time_s", None) is not None:
-                row["compile_time_s"] = variant.export_time_s
+            row.update(warm_up_fields(variant, inputs))
             fields, ok = accuracy_check(model, variant, race_size, seq_len, references.get(race_size))
             row.update(fields)
         if row["status"] == "eliminated" and ok:
@@ -257,17 +247,13 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
         return model.forward(base_inputs)
 
     with thread_count(timing.num_threads), torch.inference_mode():  # block sizes, before the race's clock starts
-        calls = {BASELINE: _block_calls(timer, base_fn, block_s)}
+        calls = {BASELINE: block_calls(timer, base_fn, block_s)[0]}
         for spec, (variant, inputs) in safe.items():
-            calls[spec] = _block_calls(timer, lambda: variant.forward(inputs), block_s)
+            calls[spec] = block_calls(timer, lambda: variant.forward(inputs), block_s)[0]
 
     def measure_round(spec: str, index: int) -> float:
         variant, inputs = safe[spec]
-        sides = {"base": base_fn, "variant": lambda: variant.forward(inputs)}
-        medians = {}
-        for side in (("base", "variant") if index % 2 == 0 else ("variant", "base")):
-            medians[side] = statistics.median(timer.run_block(sides[side], calls[BASELINE if side == "base" else spec]))
-        return medians["base"] / medians["variant"]
+        return paired_round(timer, base_fn, lambda: variant.forward(inputs), calls[BASELINE], calls[spec], index)
 
     with thread_count(timing.num_threads), torch.inference_mode(), gc_paused(), watch(model.device) as window:
         race = run_race(list(safe), measure_round, budget_s=float(budget_s), max_rounds=max_rounds)

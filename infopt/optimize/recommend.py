@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from infopt.errors import InvalidInputError
+from infopt.measure.interference import flag_is_set
 from infopt.optimize.registry import BASELINE
 
 def headline_columns(df: pd.DataFrame, by: str = "auto") -> tuple[tuple[str, str, str], str]:
@@ -54,7 +55,7 @@ REFUSALS = {"busy": "machine busy during measurement", "samples": "not enough sa
 def flagged(frame: pd.DataFrame) -> pd.Series:
     if "interference" not in frame:
         return pd.Series(False, index=frame.index)
-    return frame["interference"].map(lambda value: value is True or value == 1 or str(value).lower() == "true")
+    return frame["interference"].map(flag_is_set)
 
 
 def qualify(candidates: pd.DataFrame, speed: str, low: str, high: str,

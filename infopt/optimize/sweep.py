@@ -120,6 +120,15 @@ def reference_outputs(model: ModelWrapper, batch_sizes: list[int], seq_len: int 
     return outputs
 
 
+def warm_up_fields(variant: VariantModel, inputs) -> dict:
+    """Before a variant is timed: compile it until compilation stops (``compile_time_s``, ``compile_calls``,
+    ``compile_stable``), or report its ONNX export time as its ``compile_time_s``."""
+    fields = dict(warm_up_compiled(lambda: variant.forward(inputs))) if variant.compiled else {}
+    if getattr(variant, "export_time_s", None) is not None:  # ONNX export, like compile
+        fields["compile_time_s"] = variant.export_time_s
+    return fields
+
+
 def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int | None, references: dict,
                    timing: TimingConfig, measure_memory: bool, paired_rounds: int = 0) -> list[dict]:
     """All batch sizes of one variant (protocol of :func:`infopt.measure.sweep.run_points`); never raises for a
@@ -143,10 +152,8 @@ def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int
         size, extra, failed = point.batch_size, dict(common), empty(point, "ok")
         with recorded_failure(failed):  # compile warm-up and accuracy check, before timing
             inputs = variant.prepare_input(size, seq_len)
-            if is_variant and variant.compiled:
-                extra.update(warm_up_compiled(lambda: variant.forward(inputs)))
-            if is_variant and getattr(variant, "export_time_s", None) is not None:  # ONNX export, like compile
-                extra["compile_time_s"] = variant.export_time_s
+            if is_variant:
+                extra.update(warm_up_fields(variant, inputs))
             with torch.inference_mode():
                 output = variant.forward(inputs)
             del inputs
@@ -264,4 +271,4 @@ def finish_table(rows: list[dict], extra_columns: tuple = ()) -> pd.DataFrame:
 
 __all__ = ["ACCURACY_COLUMNS", "DEFAULT_COMBINATIONS", "SPEEDUP_DEFINITION", "SWEEP_COLUMNS", "VARIANT_COLUMNS",
            "add_speedups", "default_variants", "finish_table", "reference_outputs", "resolve_specs",
-           "run_variant_sweep", "sweep_variant"]
+           "run_variant_sweep", "sweep_variant", "warm_up_fields"]
