@@ -477,3 +477,23 @@ def test_generation_step_clock_on_the_models_gpu():
     torch.cuda.synchronize(device)
     times = clock.elapsed_ms()
     assert times[0] == 0 and times[1] >= 0
+
+
+def test_every_quantized_layer_counts_even_when_python_reuses_object_ids():
+    """Each ``Parameter.data`` is a fresh object: keyed by its id, a freed one's id could hide the next layer."""
+    pytest.importorskip("torchao")
+    from torchao import quantization as tq
+
+    from infopt.optimize.applied import VariantModel
+
+    module = nn.Sequential(*[nn.Linear(32, 32 + i) if i == 0 else nn.Linear(32 + i - 1, 32 + i) for i in range(40)])
+    tq.quantize_(module, tq.Int8WeightOnlyConfig())
+    expected = 0
+    for layer in module:
+        weight = layer.weight.data
+        expected += sum(getattr(weight, n).numel() * getattr(weight, n).element_size()
+                        for n in weight.__tensor_flatten__()[0])
+        expected += layer.bias.numel() * layer.bias.element_size()
+    variant = VariantModel.__new__(VariantModel)
+    variant.__dict__.update(eager_module=module)
+    assert variant.weight_bytes() == expected

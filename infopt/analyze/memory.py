@@ -13,6 +13,11 @@
 - :func:`kv_cache_sweep`: a causal LM's KV cache bytes against the number of tokens
   generated, measured from the real cache tensors and computed analytically
   (2 x layers x batch x sequence x hidden x bytes per element), side by side.
+  Encoder-decoders (``is_encoder_decoder``) count the decoder's self-attention
+  cache (growing with the generated tokens) and its cross-attention cache
+  (2 x decoder layers x batch x encoder positions x heads x head size x bytes,
+  filled once from the encoder's output) separately, each against its own
+  analytic size.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ def cache_tensors(cache) -> list[torch.Tensor]:
         return found
     if isinstance(cache, torch.Tensor):
         return [cache]
+    if hasattr(cache, "self_attention_cache"):  # EncoderDecoderCache: decoder self-attention + cross-attention
+        return cache_tensors(cache.self_attention_cache) + cache_tensors(cache.cross_attention_cache)
     if hasattr(cache, "layers"):  # transformers >= 4.56 Cache: one layer object per decoder layer
         for layer in cache.layers:
             found += [value for value in vars(layer).values() if isinstance(value, torch.Tensor)]
@@ -90,9 +97,20 @@ def kv_cache_analytic_bytes(model, batch_size: int, seq_len: int, dtype: torch.d
     return 2 * model.num_layers * batch_size * seq_len * width * element
 
 
+def cross_cache_analytic_bytes(model, batch_size: int, encoder_len: int, dtype: torch.dtype | None = None) -> int:
+    """An encoder-decoder's cross-attention cache: 2 x decoder layers x batch x encoder positions x
+    (heads x head size) x bytes per element (the same width as the decoder's self-attention cache)."""
+    return kv_cache_analytic_bytes(model, batch_size, encoder_len, dtype)
+
+
+def _generates(model) -> bool:
+    return bool(getattr(model, "is_causal_lm", False) or getattr(model, "is_encoder_decoder", False))
+
+
 def _require_causal_lm(model, what: str) -> None:
-    if not getattr(model, "is_causal_lm", False):
-        raise InvalidInputError(f"{what} needs a causal language model, got {model.name} ({model.task}).")
+    if not _generates(model):
+        raise InvalidInputError(f"{what} needs a causal language model or an encoder-decoder, got {model.name} "
+                                f"({model.task}).")
 
 
 def output_cache(output):
@@ -109,11 +127,25 @@ def _cache_argument(module) -> str:
 
 
 def _prefill(model, inputs: dict):
-    """One forward with ``use_cache=True``: logits and the KV cache generation starts from."""
+    """One forward with ``use_cache=True``: logits and the KV cache generation starts from.
+
+    Encoder-decoders: the encoder pass and the decoder's first step (its start token), which fills the
+    cross-attention cache and the first position of the self-attention cache.
+    """
+    if getattr(model, "is_encoder_decoder", False):
+        encoder_inputs = {key: value for key, value in inputs.items() if not key.startswith("decoder_")}
+        start = inputs["decoder_input_ids"][:, :1]
+        return model.module(**encoder_inputs, decoder_input_ids=start, use_cache=True)
     return model.module(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=True)
 
 
 # --------------------------------------------------------------------------- peak vs batch
+
+def _prefill_name(model) -> str:
+    if getattr(model, "is_encoder_decoder", False):
+        return "encoder + first decoder step (use_cache=True)"
+    return "prefill (use_cache=True)"
+
 
 def memory_vs_batch(model, batch_sizes=DEFAULT_BATCH_SIZES, seq_len: int | None = None, *,
                     calls: int = 2) -> pd.DataFrame:
@@ -130,10 +162,10 @@ def memory_vs_batch(model, batch_sizes=DEFAULT_BATCH_SIZES, seq_len: int | None 
     sizes = check_batch_sizes(batch_sizes)
     validate_inputs(model, seq_len)  # invalid seq_len raises before anything runs; an OOM is the points'
     weights_mb = model.weight_bytes() / MIB
-    causal = getattr(model, "is_causal_lm", False)
+    causal = _generates(model)
 
     def empty_row(point: Point, status: str, error: str | None = None) -> dict:
-        return {**point.identity(), "measured_pass": "prefill (use_cache=True)" if causal else "forward",
+        return {**point.identity(), "measured_pass": _prefill_name(model) if causal else "forward",
                 "status": status, "error": error, "weights_mb": weights_mb, "kv_cache_mb": 0.0 if causal else None,
                 "activation_workspace_mb": None, "activation_workspace_floored": None, "peak_memory_mb": None,
                 "baseline_memory_mb": None, "peak_reserved_mb": None, "memory_method": None}
@@ -161,7 +193,8 @@ def memory_vs_batch(model, batch_sizes=DEFAULT_BATCH_SIZES, seq_len: int | None 
     table = pd.DataFrame(run_points([Point.of(model, size, seq_len) for size in sizes], measure_point, empty_row))
     table.attrs["definitions"] = {
         "weights_mb": "parameter and buffer bytes (exact)",
-        "kv_cache_mb": "storage bytes of the past_key_values tensors returned by the prefill (causal LMs)",
+        "kv_cache_mb": "storage bytes of the past_key_values tensors returned by the prefill (causal LMs; "
+                       "encoder-decoders: self-attention + cross-attention caches)",
         "activation_workspace_mb": "measured peak increase over the level before the pass, minus kv_cache_mb, "
                                    "floored at 0 (activation_workspace_floored=True where the floor applied); "
                                    "CPU: resident set size sampled every ms (includes allocator caching)",
@@ -292,6 +325,8 @@ def kv_cache_sweep(model, batch_size: int = 1, prompt_len: int = 32, new_tokens:
     check_batch_size(batch_size)
     if new_tokens < 1:
         raise InvalidInputError(f"new_tokens must be at least 1, got {new_tokens!r}.")
+    if getattr(model, "is_encoder_decoder", False):
+        return _encoder_decoder_kv_sweep(model, batch_size, prompt_len, new_tokens, check_generate)
     model.check_seq_len(prompt_len + new_tokens)
     inputs = model.prepare_input(batch_size, prompt_len)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
@@ -329,4 +364,73 @@ def kv_cache_sweep(model, batch_size: int = 1, prompt_len: int = 32, new_tokens:
     table = pd.DataFrame(rows)
     table.attrs["analytic_definition"] = KV_ANALYTIC_DEFINITION
     table.attrs["measured_definition"] = "distinct storage bytes of every tensor in past_key_values"
+    return table
+
+
+def _encoder_decoder_kv_sweep(model, batch_size: int, prompt_len: int, new_tokens: int,
+                              check_generate: bool) -> pd.DataFrame:
+    """:func:`kv_cache_sweep` for an encoder-decoder: self- and cross-attention caches, each vs analytic.
+
+    ``prompt_len`` is the text encoder's input length (a speech encoder's is fixed by its config). The
+    decoder starts from its start token, so after generated token ``k`` the self-attention cache holds
+    ``k`` positions; the cross-attention cache holds the encoder's output positions throughout.
+    """
+    from infopt.measure.generation import generate, generation_config  # noqa: PLC0415 - transformers-only path
+
+    if model.is_text:
+        model.check_seq_len(prompt_len)
+    else:
+        prompt_len = model.encoder_output_len()
+    if model.max_decoder_len is not None and 1 + new_tokens > model.max_decoder_len:
+        raise InvalidInputError(f"the start token + new_tokens {new_tokens} exceeds {model.name}'s decoder limit "
+                                f"of {model.max_decoder_len} positions.")
+    inputs = model.prepare_input(batch_size, prompt_len if model.is_text else None)
+    encoder_inputs = {key: value for key, value in inputs.items() if not key.startswith("decoder_")}
+    encoder_len = model.encoder_output_len(prompt_len if model.is_text else None)
+    rows = []
+
+    def record(cache, generated: int, source: str) -> None:
+        self_cache, cross_cache = cache.self_attention_cache, cache.cross_attention_cache
+        self_seq, cross_seq = cache_seq_len(self_cache), cache_seq_len(cross_cache)
+        measured_self = cache_bytes(self_cache)["storage_bytes"]
+        measured_cross = cache_bytes(cross_cache)["storage_bytes"]
+        analytic_self = kv_cache_analytic_bytes(model, batch_size, generated)
+        analytic_cross = cross_cache_analytic_bytes(model, batch_size, encoder_len)
+        measured, analytic = measured_self + measured_cross, analytic_self + analytic_cross
+        rows.append({"model": model.name, "device": str(model.device), "batch_size": batch_size,
+                     "prompt_len": prompt_len, "generated_tokens": generated, "cache_seq_len": self_seq,
+                     "cross_cache_seq_len": cross_seq, "measured_bytes": measured,
+                     "tensor_bytes": cache_bytes(cache)["tensor_bytes"], "analytic_bytes": analytic,
+                     "measured_over_analytic": measured / analytic, "measured_mb": measured / MIB,
+                     "analytic_mb": analytic / MIB, "self_measured_bytes": measured_self,
+                     "self_analytic_bytes": analytic_self, "self_measured_over_analytic": measured_self / analytic_self,
+                     "cross_measured_bytes": measured_cross, "cross_analytic_bytes": analytic_cross,
+                     "cross_measured_over_analytic": measured_cross / analytic_cross,
+                     "cache_class": type(cache).__name__, "source": source})
+
+    with torch.inference_mode():
+        output = _prefill(model, inputs)
+        cache = output_cache(output)
+        encoder_outputs = (output.encoder_last_hidden_state,)
+        cache_argument = _cache_argument(model.module)
+        mask = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs else {}
+        for step in range(1, new_tokens + 1):
+            record(cache, step, "decode loop")  # the self-attention cache holds the start token + step - 1
+            if step == new_tokens:
+                break
+            next_ids = output.logits[:, -1].argmax(dim=-1, keepdim=True)
+            output = model.module(encoder_outputs=encoder_outputs, decoder_input_ids=next_ids, use_cache=True,
+                                  **mask, **{cache_argument: cache})
+            cache = output_cache(output)
+        if check_generate:
+            generated = generate(model, encoder_inputs, generation_config=generation_config(model, new_tokens, True),
+                                 return_dict_in_generate=True)
+            # the returned cache has not stored the last token's keys and values: it holds start + N - 1
+            record(output_cache(generated), generated.sequences.shape[1] - 1, "generate()")
+    table = pd.DataFrame(rows)
+    table.attrs["analytic_definition"] = (
+        "self-attention: " + KV_ANALYTIC_DEFINITION.replace("layers", "decoder layers") + "; cross-attention: 2 x "
+        "decoder layers x batch x encoder positions x heads x head size x bytes per element")
+    table.attrs["measured_definition"] = ("distinct storage bytes of the tensors in the self-attention and the "
+                                          "cross-attention caches, counted separately and together")
     return table

@@ -1,4 +1,5 @@
-"""Autoregressive generation metrics for any causal LM (``model.is_causal_lm``): TTFT, TPOT, decode rate.
+"""Autoregressive generation metrics for causal LMs (``model.is_causal_lm``) and encoder-decoders
+(``model.is_encoder_decoder``): TTFT, TPOT, decode rate.
 
 Per-token steps are timed *inside* ``model.module.generate`` by a logits
 processor that marks the moment each step's logits are ready (CPU:
@@ -16,6 +17,13 @@ Definitions (``t0`` = generate called, ``t_k`` = logits of token ``k`` ready,
 * decode time = sum of the TPOT samples; ``decode_tokens_per_s`` =
   ``batch_size * (N - 1) * repeats / decode time`` = ``batch_size * 1000 / tpot_mean_ms``.
 * ``e2e_ms`` = generate call to return (median over repeats).
+
+Encoder-decoders (T5, BART, Whisper-style): the encoder runs once inside ``generate``, so ``ttft_ms`` =
+encoder pass + first decoder step, and each TPOT sample is one later decoder step (self-attention cache
+growing, cross-attention cache reused). ``prompt_len`` is the encoder's input length (text: tokens;
+speech: the encoder's output positions, fixed by the config, so ``prompt_lengths`` do not apply there).
+The decoder starts from its start token. The plain ``GenerationMixin.generate`` is called (Whisper's own
+``generate`` adds long-form audio and language handling the measurement does not want).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessor, LogitsProcessorList
 
 from infopt.measure import stats
 from infopt.devices import device_kind, synchronize
@@ -79,24 +87,47 @@ class StepClock(LogitsProcessor):
         return [(mark - self.marks[0]) / 1e6 for mark in self.marks]
 
 
+def _encoder_decoder(model) -> bool:
+    return bool(getattr(model, "is_encoder_decoder", False))
+
+
 def generation_config(model, new_tokens: int, use_cache: bool) -> GenerationConfig:
     config = model.config
-    pad = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
+
+    def special(name: str):  # transformers 5 configs may not define every special id
+        return getattr(config, name, None)
+
+    pad = special("pad_token_id") if special("pad_token_id") is not None else special("eos_token_id")
+    extra = {"decoder_start_token_id": model.decoder_start_id()} if _encoder_decoder(model) else {}
     return GenerationConfig(
         max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1, use_cache=use_cache,
-        pad_token_id=pad if pad is not None else 0, eos_token_id=config.eos_token_id,
-        bos_token_id=config.bos_token_id,
+        pad_token_id=pad if pad is not None else 0, eos_token_id=special("eos_token_id"),
+        bos_token_id=special("bos_token_id"), **extra,
     )
+
+
+def generate(model, inputs: dict, **kwargs):
+    """``generate`` on the model's module: the plain ``GenerationMixin`` one for encoder-decoders."""
+    if _encoder_decoder(model):
+        return GenerationMixin.generate(model.module, **inputs, **kwargs)
+    return model.module.generate(**inputs, **kwargs)
+
+
+def generation_inputs(model, batch_size: int, prompt_len: int | None) -> dict:
+    """What ``generate`` takes: the prompt (causal LMs) or the encoder's inputs (encoder-decoders)."""
+    if _encoder_decoder(model):
+        return model.encoder_input(batch_size, prompt_len if model.is_text else None)
+    return model.prepare_input(batch_size, prompt_len)
 
 
 def generate_once(model, inputs: dict, new_tokens: int, use_cache: bool = True) -> dict:
     """One timed ``generate`` call: ``{"ttft_ms", "tpot_ms" (list), "e2e_ms"}``."""
     clock = StepClock(model.device)
     config = generation_config(model, new_tokens, use_cache)
-    prompt_len = int(inputs["input_ids"].shape[1])
+    prompt_len = 1 if _encoder_decoder(model) else int(inputs["input_ids"].shape[1])  # decoder: its start token
     synchronize(model.device)
     clock.mark()
-    output = model.module.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList([clock]))
+    output = generate(model, inputs, generation_config=config, logits_processor=LogitsProcessorList([clock]))
     clock.mark()
     synchronize(model.device)
     times = clock.elapsed_ms()
@@ -109,8 +140,9 @@ def generate_once(model, inputs: dict, new_tokens: int, use_cache: bool = True) 
 
 
 def _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use_cache, repeats):
-    if not getattr(model, "is_causal_lm", False):
-        raise InvalidInputError(f"Generation needs a causal language model; {model.name} is not one.")
+    if not getattr(model, "is_causal_lm", False) and not _encoder_decoder(model):
+        raise InvalidInputError(f"Generation needs a causal language model or an encoder-decoder; {model.name} is "
+                                "neither.")
     prompts = check_positive_ints(prompt_lengths, "prompt_lengths")
     batches = check_batch_sizes(batch_sizes)
     if isinstance(new_tokens, bool) or not isinstance(new_tokens, int) or new_tokens < 2:
@@ -119,7 +151,15 @@ def _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise InvalidInputError(f"repeats must be an integer of at least 1, got {repeats!r}.")
     longest = max(prompts) + new_tokens
-    if model.max_seq_len is not None and longest > model.max_seq_len:
+    if _encoder_decoder(model):
+        if model.is_text:
+            model.check_seq_len(max(prompts))
+        else:
+            prompts = [model.encoder_output_len()]  # a speech encoder's input size is fixed by its config
+        if model.max_decoder_len is not None and 1 + new_tokens > model.max_decoder_len:
+            raise InvalidInputError(f"the start token + new_tokens {new_tokens} exceeds {model.name}'s decoder "
+                                    f"limit of {model.max_decoder_len} positions.")
+    elif model.max_seq_len is not None and longest > model.max_seq_len:
         raise InvalidInputError(f"prompt_len {max(prompts)} + new_tokens {new_tokens} = {longest} exceeds "
                                 f"{model.name}'s limit of {model.max_seq_len} positions.")
     caches = [use_cache] if isinstance(use_cache, bool) else list(use_cache)
@@ -153,7 +193,7 @@ def generation_point(model, batch_size: int, prompt_len: int, new_tokens: int = 
     inputs = None
     try:
         with recorded_failure(row):
-            inputs = model.prepare_input(batch_size, prompt_len)
+            inputs = generation_inputs(model, batch_size, prompt_len)
             runs = []
             with thread_count(num_threads) as threads, torch.inference_mode(), gc_paused(), \
                     watch(model.device) as window:
@@ -212,4 +252,5 @@ def run_generation_sweep(model, prompt_lengths: Sequence[int] = (32, 128, 512), 
     return numeric_columns(pd.DataFrame(rows, columns=list(GENERATION_COLUMNS)))
 
 
-__all__ = ["GENERATION_COLUMNS", "StepClock", "generate_once", "generation_point", "run_generation_sweep"]
+__all__ = ["GENERATION_COLUMNS", "StepClock", "generate", "generate_once", "generation_inputs", "generation_point",
+           "run_generation_sweep"]

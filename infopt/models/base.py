@@ -39,11 +39,13 @@ TASKS: dict[str, str] = {
     "encoder": "text encoder: hidden states per token",
     "text-classification": "sequence classification: class logits per sequence",
     "generic": "a user model: its first output tensor, compared element-wise",
+    "seq2seq": "encoder-decoder (T5, BART, Whisper-style): decoder logits per target position",
 }
 #: Tasks whose output rows are logits, so an argmax is a decision (used by the accuracy guard).
 ARGMAX_TASKS: dict[str, str] = {
     "vision": "top-1 class", "causal-lm": "next-token argmax", "masked-lm": "token argmax",
     "text-classification": "top-1 class", "segmentation": "per-pixel class", "video": "top-1 class",
+    "seq2seq": "next-token argmax per target position",
 }
 #: Tasks whose inputs are token ids.
 TEXT_TASKS = ("causal-lm", "masked-lm", "encoder", "text-classification")
@@ -75,6 +77,11 @@ class ModelWrapper(ABC):
     * ``attn_implementation``: the switchable attention kernel (``"sdpa"``,
       ``"eager"``), ``None`` when the model has no switch.
     * ``has_image_input``: inputs include a 4-D ``(batch, channels, H, W)`` image.
+    * ``is_encoder_decoder``: an encoder-decoder (task ``seq2seq``): ``num_layers``,
+      ``num_kv_heads`` and ``head_dim`` then describe the *decoder* (its self-attention
+      cache, and its cross-attention cache over the encoder's output positions);
+      ``encoder_layers``: the encoder's layer count; ``max_decoder_len``: the
+      decoder's longest sequence (``None`` when unbounded or not applicable).
 
     Methods: ``prepare_input`` and ``forward`` (abstract), ``items_per_batch``,
     ``tokens_per_batch``, ``check_seq_len``, ``flops_per_sample``,
@@ -85,6 +92,7 @@ class ModelWrapper(ABC):
     task: ClassVar[str] = "generic"
     is_text: ClassVar[bool] = False
     is_causal_lm: ClassVar[bool] = False
+    is_encoder_decoder: ClassVar[bool] = False
     source: ClassVar[str] = ""
     image_size: int | None = None
     max_seq_len: int | None = None
@@ -92,6 +100,8 @@ class ModelWrapper(ABC):
     hidden_size: int | None = None
     num_kv_heads: int | None = None
     head_dim: int | None = None
+    encoder_layers: int | None = None
+    max_decoder_len: int | None = None
     config: Any = None
 
     def __init__(self, module: nn.Module, *, device: str | torch.device = "cpu", weights: str = "random",

@@ -8,7 +8,10 @@
   loads the weights present locally (or downloads them when allowed).
 * Task: from ``config.architectures[0]``; without it, inferred from
   ``model_type``; a ``task=`` option wins. ``info()["task_source"]`` says
-  which was used. Encoder-decoder models are refused.
+  which was used. Encoder-decoder configs (``is_encoder_decoder``: T5, BART,
+  Marian, Whisper-style speech) get task ``seq2seq`` and the wrapper of
+  :mod:`infopt.models.seq2seq` (option ``decoder_len``: decoder positions a
+  forward runs on).
 * ``size="tiny"`` (quick runs): the config is shrunk to 2 layers and 16-wide
   heads (grouped-query ratio kept), recorded in ``info()["shrunk_config"]``.
 """
@@ -27,6 +30,7 @@ import torch
 from infopt.determinism import seed_everything
 from infopt.errors import InvalidInputError, WeightsUnavailableError
 from infopt.models.base import DEFAULT_SEQ_LEN, TEXT_TASKS, Inputs, ModelWrapper
+from infopt.models.seq2seq import Seq2SeqModel, is_speech_config, seq2seq_class_name, shrink_seq2seq_config
 from infopt.models.specs import ModelSpec, is_path_like
 
 #: task -> (transformers auto class, its mapping of model_type -> class name, output field).
@@ -42,7 +46,7 @@ TASK_CLASSES = {
 SUPPORTED = ("causal LMs (*ForCausalLM), masked LMs (*ForMaskedLM), sequence classifiers "
              "(*ForSequenceClassification), image classifiers (*ForImageClassification) and base text or "
              "vision encoders (*Model, e.g. BertModel, ViTModel)")
-OPTIONS = ("task", "network", "attn_implementation", "image_size")
+OPTIONS = ("task", "network", "attn_implementation", "image_size", "decoder_len")
 #: Input side for vision configs that do not declare ``image_size`` (e.g. ResNet-style).
 DEFAULT_IMAGE_SIZE = 224
 #: Quick-run (size="tiny") shape: layers, width per head, KV-head and query-head caps (the query heads
@@ -136,11 +140,18 @@ def _load_config(location: str, network: bool, target: str):
 
 def _resolve_task(config, options: dict, target: str) -> tuple[str, str]:
     model_type = getattr(config, "model_type", None)
-    if getattr(config, "is_encoder_decoder", False):
-        raise InvalidInputError(
-            f"hf:{target} is an encoder-decoder model ({model_type}), which the lab does not run yet; it runs "
-            f"{SUPPORTED}.")
     requested = options.get("task")
+    if getattr(config, "is_encoder_decoder", False):
+        if requested not in (None, "seq2seq"):
+            raise InvalidInputError(f"hf:{target} is an encoder-decoder model ({model_type}): its task is seq2seq, "
+                                    f"not {requested!r}.")
+        seq2seq_class_name(config, target)  # refuses the encoder-decoders it cannot build
+        return "seq2seq", f"config.is_encoder_decoder ({model_type})"
+    if requested == "seq2seq":
+        raise InvalidInputError(f"hf:{target}: task=seq2seq needs an encoder-decoder config "
+                                f"(is_encoder_decoder); {model_type} is not one.")
+    if "decoder_len" in options:
+        raise InvalidInputError(f"hf:{target}: decoder_len applies only to encoder-decoder models.")
     if requested is not None:
         if requested not in TASK_CLASSES:
             raise InvalidInputError(f"task={requested!r} is not supported for hf: models: choose one of "
@@ -200,6 +211,8 @@ def shrink_config(config) -> dict:
     that are not a uniform transformer stack (per-stage widths, e.g. ConvNeXt,
     Swin) keep their shape: an empty result means "model as given".
     """
+    if getattr(config, "is_encoder_decoder", False):
+        return shrink_seq2seq_config(config)
     changes: dict[str, list] = {}
 
     def reduce(name: str, value) -> None:
@@ -351,7 +364,7 @@ def _weights_file_present(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
 
 
-def build_hf(spec: ModelSpec, *, weights: str, size: str, seed: int) -> HFModel:
+def build_hf(spec: ModelSpec, *, weights: str, size: str, seed: int) -> ModelWrapper:
     """Build the model an ``hf:`` spec names (see the module docstring)."""
     import transformers
 
@@ -366,7 +379,10 @@ def build_hf(spec: ModelSpec, *, weights: str, size: str, seed: int) -> HFModel:
     if source.task == "text-classification" and getattr(config, "pad_token_id", None) is None:
         # batched sequence classification needs a padding id; inputs never contain it (special ids are skipped)
         config.pad_token_id = config.eos_token_id if isinstance(config.eos_token_id, int) else config.vocab_size - 1
-    class_name, _, output_field = TASK_CLASSES[source.task]
+    if source.task == "seq2seq":
+        class_name, output_field = seq2seq_class_name(config, spec.target), "logits"
+    else:
+        class_name, _, output_field = TASK_CLASSES[source.task]
     auto_class = getattr(transformers, class_name)
     kwargs: dict[str, Any] = {}
     if "attn_implementation" in spec.options:
@@ -396,8 +412,12 @@ def build_hf(spec: ModelSpec, *, weights: str, size: str, seed: int) -> HFModel:
                                 f"({type(error).__name__}: {first})") from None
     loaded_dtypes = sorted({str(p.dtype).replace("torch.", "") for p in module.parameters()})
     module = module.float()  # the lab's baseline is fp32 (a config's torch_dtype may say bf16); variants lower it
-    wrapper = HFModel(module, task=source.task, output_field=output_field, weights=weights, size=size, seed=seed,
-                      options=dict(spec.options))
+    if source.task == "seq2seq":
+        wrapper = Seq2SeqModel(module, speech=is_speech_config(config), weights=weights, size=size, seed=seed,
+                               options=dict(spec.options))
+    else:
+        wrapper = HFModel(module, task=source.task, output_field=output_field, weights=weights, size=size,
+                          seed=seed, options=dict(spec.options))
     wrapper.name = source.spec.display_name
     wrapper.spec = source.spec.text
     wrapper.source = f"transformers.{type(module).__name__} from {source.location}"

@@ -82,15 +82,15 @@ class VariantModel:
         zero points (``__tensor_flatten__``), not its logical ``numel`` at the float size.
         """
         seen: set[tuple] = set()
+        alive: list[torch.Tensor] = []  # ids are keys only while their objects live (``.data`` is a new one each time)
 
         def size(value) -> int:
             if isinstance(value, torch.Tensor):
                 data = value.data if isinstance(value, nn.Parameter) else value
                 if type(data) is not torch.Tensor and hasattr(data, "__tensor_flatten__"):
-                    if ("subclass", id(data)) in seen:
-                        return 0
-                    seen.add(("subclass", id(data)))
+                    # A subclass's own storage is counted through its plain inner tensors, deduplicated below.
                     return sum(size(getattr(data, name, None)) for name in data.__tensor_flatten__()[0])
+                alive.append(value)
                 key = (value.data_ptr(), value.numel(), value.dtype) if not value.is_quantized else (id(value),)
                 if key in seen:
                     return 0
