@@ -234,3 +234,29 @@ def test_the_serve_notebook_reads_the_benchmark_batch1_median_from_its_folder(tm
     check = consistency_checks(low, 3.5).iloc[0]
     assert check["ok"] and "15%" in check["check"]
     assert not consistency_checks(low.assign(latency_p50_ms=5.0), 3.5).iloc[0]["ok"]
+
+
+def test_a_bound_single_stream_already_misses_is_not_searched(tmp_path):
+    """Queueing and batching only add latency: with SingleStream above the bound, the Server search is skipped
+    (it would spend LoadGen's minimum query counts to find nothing), while Offline is still measured."""
+    from infopt import load_model
+    from infopt.serve import serve_model
+
+    model = load_model("resnet50", size="tiny")
+    settings = ServeSettings(bound_ms=1e-3, percentile=90, budget_s=0.2, min_queries=4, bisection_steps=2,
+                             strict=False, max_batches=(1, 2), max_waits_ms=(1.0,), samples=4,
+                             scenarios=("single-stream", "server", "offline"), extras={"max_test_s": 2})
+    frame = serve_model(model, "eager-fp32", settings, tmp_path, grid_budget_s=30)
+    assert "bisection" not in set(frame["role"].dropna())
+    peaks = frame[frame["role"] == "peak"]
+    assert len(peaks) == 2 and peaks["peak_qps"].isna().all() and not peaks["meets_bound"].any()
+    assert peaks["error"].str.contains("not searched: SingleStream's p90").all()
+    assert (frame[frame["role"] == "offline"]["achieved_qps"] > 0).all()
+
+
+def test_the_headline_says_why_no_rate_was_searched():
+    from infopt.serve.headline import serving_headline
+
+    rows = pd.DataFrame([{"variant": "fp32", "role": "peak", "peak_qps": None, "error": "not searched: SingleStream's "
+                          "p99 is already 157 ms, above the 100 ms bound with no queue, so no arrival rate can meet it"}])
+    assert serving_headline(rows)["serving_text"].startswith("no rate met the bound (not searched: SingleStream's p99")

@@ -30,6 +30,17 @@ def batcher_grid(settings: ServeSettings) -> list[tuple[int, float]]:
     return pairs
 
 
+def bound_out_of_reach(single_stream: dict, settings: ServeSettings) -> str | None:
+    """Why no Server rate can meet the bound, or ``None``: SingleStream (one query at a time, no queue) already
+    exceeds it at the bound's own percentile, and queueing or batching only add to a request's latency, so
+    the Server search would spend its minimum query counts (minutes on a slow model) to find nothing."""
+    latency = single_stream.get("latency_at_percentile_ms")
+    if latency is None or single_stream.get("error") or not latency > settings.bound_ms:
+        return None
+    return (f"not searched: SingleStream's p{settings.percentile:g} is already {latency:.4g} ms, above the "
+            f"{settings.bound_ms:g} ms bound with no queue, so no arrival rate can meet it")
+
+
 def _tag(rows: list[dict], **extra) -> list[dict]:
     return [{**row, **extra} for row in rows]
 
@@ -47,10 +58,11 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
 
     with DynamicBatcher(run_batch, 1, 0.0) as single:
         runner = ScenarioRunner(single, library.count, settings, log_root, variant)
-        base_latency_s = None
+        base_latency_s, unreachable = None, None
         if "single-stream" in settings.scenarios:
             rows.append(runner.single_stream())
             base_latency_s = (rows[-1].get("latency_p50_ms") or 0) / 1000.0 or None
+            unreachable = bound_out_of_reach(rows[-1], settings)
         if base_latency_s is None:
             start = time.perf_counter()
             run_batch([type("Probe", (), {"index": 0})()])
@@ -75,6 +87,11 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             if "server" not in settings.scenarios or not offline.get("achieved_qps"):
                 continue
             capacity = offline["achieved_qps"]
+            if unreachable:
+                rows.append({"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms,
+                             "peak_qps": None, "offline_qps": capacity, "bound_ms": settings.bound_ms,
+                             "percentile": settings.percentile, "meets_bound": False, "error": unreachable})
+                continue
             low = min(LOW_RATE_UTILISATION * 5 / base_latency_s, 0.5 * capacity)
             peak, tests = runner.find_peak(low, capacity)
             limits = check_batcher_limits(runner.runs[-1].batches, max_batch, wait_ms / 1000.0)
@@ -117,4 +134,4 @@ def best_settings(frame: pd.DataFrame) -> pd.DataFrame:
     return peaks.loc[peaks.groupby("variant")["peak_qps"].idxmax()].reset_index(drop=True)
 
 
-__all__ = ["LOW_RATE_UTILISATION", "batcher_grid", "best_settings", "serve_model"]
+__all__ = ["LOW_RATE_UTILISATION", "batcher_grid", "best_settings", "bound_out_of_reach", "serve_model"]

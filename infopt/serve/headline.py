@@ -18,7 +18,10 @@ def serving_headline(rows: pd.DataFrame) -> dict:
     peaks = rows[(rows["role"] == "peak") & rows["peak_qps"].notna()] if "peak_qps" in rows else rows.iloc[0:0]
     if peaks.empty:
         measured = rows[rows["role"] == "peak"]
-        out["serving_text"] = "no rate met the bound" if len(measured) else "no Server peak measured"
+        reasons = measured["error"].dropna().astype(str) if "error" in measured else pd.Series(dtype=str)
+        out["serving_text"] = ("no Server peak measured" if not len(measured) else
+                               f"no rate met the bound ({reasons.iloc[0]})" if len(reasons) else
+                               "no rate met the bound")
         return out
     best = peaks.loc[peaks["peak_qps"].astype(float).idxmax()]
     strict = "VALID" in str(best.get("verdict_basis") or "")
