@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import platform
 
 import pytest
 import torch
@@ -165,3 +166,16 @@ def test_cuda_peaks_and_roofline():
     model = infopt.load_model("gpt2", device="cuda", size="tiny")
     result = roofline(model, 2, seq_len=32, peaks=peaks, timing=TimingConfig.quick())
     assert result.points_above_roof().empty
+
+
+def test_a_chain_faster_than_any_real_clock_is_refused_not_reported(monkeypatch):
+    """A core that folds the chain (as Golden Cove folds immediate adds) must not yield a 19 GHz 'clock'."""
+    import itertools
+
+    from infopt.analyze import cpu_clock
+
+    ticks = itertools.count(0.0, 1e-6)  # every timed chain appears to take 1 us
+    monkeypatch.setattr(cpu_clock.time, "perf_counter", lambda: next(ticks))
+    mhz, how = cpu_clock.measured_clock_mhz(iterations=100_000, repeats=2)
+    if platform.machine().lower() in ("x86_64", "amd64") and platform.system() == "Linux":
+        assert mhz is None and how.startswith("not measured") and "above any real clock" in how
