@@ -8,7 +8,8 @@ import pytest
 
 from infopt.errors import InvalidInputError
 from infopt.measure.timing import TimingConfig
-from infopt.optimize.race import MIN_RACE_ROUNDS, run_race, run_variant_race
+from infopt.optimize.race import MIN_RACE_ROUNDS, run_race, run_search, run_variant_race
+from infopt.optimize.registry import BASELINE
 
 
 class FakeClock:
@@ -30,6 +31,55 @@ def fake_rounds(speeds: dict, clock: FakeClock, noise: float = 0.03, cost=lambda
         clock.now += cost(spec)
         return speeds[spec] * (1 + rng.uniform(-noise, noise))
     return measure, timed
+
+
+def fake_calls(call_s: dict, clock: FakeClock, noise: float = 0.03, seed: int = 0):
+    """``time_call`` and ``measure_round`` of :func:`run_search` for variants of known per-call seconds."""
+    rng, log = random.Random(seed), []
+
+    def time_call(spec):
+        log.append(("call", spec))
+        seconds = call_s[spec] * (1 + rng.uniform(-noise, noise))
+        clock.now += seconds
+        return seconds
+
+    def measure_round(spec, index, base_calls, calls):
+        log.append(("round", spec))
+        clock.now += base_calls * call_s[BASELINE] + calls * call_s[spec]
+        return call_s[BASELINE] / call_s[spec] * (1 + rng.uniform(-noise, noise))
+    return time_call, measure_round, log
+
+
+def test_the_screen_drops_clearly_slower_variants_before_any_round_and_keeps_their_range():
+    clock = FakeClock()
+    call_s = {BASELINE: 0.1, "fast": 0.05, "close": 0.055, "three-times-slower": 0.3, "slightly-slower": 0.11}
+    time_call, measure_round, log = fake_calls(call_s, clock)
+    race = run_search([s for s in call_s if s != BASELINE], time_call, measure_round, budget_s=60, clock=clock)
+    by_spec = {entry.spec: entry for entry in race.entries}
+    slow = by_spec["three-times-slower"]
+    assert slow.stage == "screen" and "eliminated at the screen" in slow.note
+    assert ("round", "three-times-slower") not in log
+    assert slow.interval[2] < 1 / 1.5 and slow.interval[1] <= slow.interval[0] <= slow.interval[2]
+    # within the margin: left to the paired rounds, which decide it
+    assert by_spec["slightly-slower"].stage == "eliminated" and ("round", "slightly-slower") in log
+    assert race.leader in ("fast", "close") and race.screened_out == 1
+    assert "1 out at the screen" in race.line()
+    assert race.spent_s <= 60 + sum(call_s.values())
+
+
+def test_a_budget_too_small_for_every_survivor_races_the_fastest_screened_ones_and_says_so():
+    clock = FakeClock()
+    call_s = {BASELINE: 1.0, **{f"v{i}": 1.0 / (1.1 + 0.2 * i) for i in range(8)}}
+    time_call, measure_round, log = fake_calls(call_s, clock)
+    race = run_search([s for s in call_s if s != BASELINE], time_call, measure_round, budget_s=60, clock=clock)
+    raced = {spec for kind, spec in log if kind == "round"}
+    not_raced = [e for e in race.entries if e.stage == "screen"]
+    assert raced and not_raced and len(raced) + len(not_raced) == 8
+    assert "v7" in raced and "v0" not in raced  # the fastest per call are the ones raced
+    assert all("not raced" in e.note for e in not_raced)
+    assert "fastest of 8 after the screen" in race.outcome
+    assert min(len(e.ratios) for e in race.entries if e.spec in raced) >= MIN_RACE_ROUNDS
+    assert race.spent_s <= 60 + sum(call_s.values())
 
 
 def test_slow_variants_are_eliminated_at_the_first_chance_and_the_fast_one_wins():

@@ -6,16 +6,24 @@ Stages, in order (each row of the result says where its variant stopped, ``searc
    ``accuracy check -> (row fields, ok)`` (:func:`output_agreement_check`: output agreement with eager fp32; a
    data-based check can take its place). A variant that fails it, or does not apply, is never timed. Compiled
    variants compile here, so compile time is recorded beside their rows and stays out of the race's timing.
-2. ``race``: short paired rounds against the baseline (one baseline block and one variant block, order
-   alternating, ratio = baseline median / variant median) for every safe variant, all contenders one round
+2. ``screen`` (:mod:`infopt.optimize.screen`): up to 3 single timed calls of each safe variant, interleaved with
+   baseline calls; a variant whose every call is slower than every baseline call by more than 1.5x (its per-call
+   speedup range lies below 1/1.5) is eliminated here with that range. The rounds are then sized from the
+   budget left and the variants still in; when even one call per block cannot give all of them
+   :data:`MIN_RACE_ROUNDS` rounds, only the fastest-screened ones that fit are raced (the others stop at
+   ``screen``, not raced, and the outcome says ``raced the k fastest of n after the screen``).
+3. ``race``: short paired rounds against the baseline (one baseline block and one variant block, order
+   alternating, ratio = baseline median / variant median) for every raced variant, all contenders one round
    each, then the next round. Once every contender has :data:`MIN_RACE_ROUNDS` rounds, after each round a
    variant is eliminated when the upper end of its paired-speedup 95% interval (order-statistic CI of the
    median round) lies below the lower end of the current leader's, or below 1 (slower than the baseline).
    The race ends when one contender is left (``separated``), none is (``none faster than the baseline``), or
    the budget or :data:`MAX_RACE_ROUNDS` is reached with several left (``no significant difference`` among
-   them: a tie is reported, never settled by a coin flip). A round starts only when the time spent plus the
-   last round's duration fits the budget, so the budget is overrun by at most one round.
-3. ``confirmed``: the contenders left (at most ``confirm_top``, best median first) are measured in full at every
+   them: a tie is reported, never settled by a coin flip; ``undecided`` when not even :data:`MIN_RACE_ROUNDS`
+   rounds fitted). The budget counts the screen's calls and the rounds: a screen pass or a round starts only
+   when the time spent plus its expected duration fits, so the budget is overrun by at most one round or one
+   screen pass.
+4. ``confirmed``: the contenders left (at most ``confirm_top``, best median first) are measured in full at every
    batch size asked for (the variant sweep's rows: latency, memory, paired speedup); the others keep the
    interval they had when they stopped.
 """
@@ -41,12 +49,11 @@ from infopt.measure.timing import TimingConfig, gc_paused, make_timer, recorded_
 from infopt.models.base import ModelWrapper
 from infopt.optimize.accuracy import compare_outputs
 from infopt.optimize.applied import apply_variant
-from infopt.optimize.paired import PAIRED_ROUNDS, block_calls, paired_round
+from infopt.optimize.paired import PAIRED_ROUNDS, paired_round
 from infopt.optimize.registry import BASELINE, VariantError, VariantNotApplicableError
+from infopt.optimize.screen import MIN_BLOCK_S, MIN_RACE_ROUNDS, SCREEN_CALLS, SCREEN_MARGIN, plan_rounds, screen
 from infopt.optimize.sweep import finish_table, reference_outputs, resolve_specs, sweep_variant, warm_up_fields
 
-#: Rounds every contender runs before any elimination (6: the least count whose median has a 95% CI).
-MIN_RACE_ROUNDS = 6
 #: Rounds after which contenders still not separated end as "no significant difference".
 MAX_RACE_ROUNDS = 40
 #: The optimize notebook's ``search`` values: the race (default) or every variant timed to the end.
@@ -61,7 +68,7 @@ class Entry:
 
     spec: str
     ratios: list = dataclasses.field(default_factory=list)
-    stage: str = "race"                  # accuracy | race (still running) | eliminated | final
+    stage: str = "race"                  # screen | race (still running) | eliminated | final
     note: str = ""
     interval: tuple = (math.nan, math.nan, math.nan)  # (median, ci low, ci high) when it stopped
 
@@ -78,6 +85,7 @@ class RaceResult:
     spent_s: float
     rounds: int
     budget_s: float
+    screened_out: int = 0                # eliminated at the screen (before any round)
 
     def finalists(self) -> list[Entry]:
         return sorted((e for e in self.entries if e.stage == "final"), key=lambda e: -e.interval[0])
@@ -86,23 +94,28 @@ class RaceResult:
         """``search: racing, budget 240 s, spent 205 s, 17 variants, 4 raced to the end (...)``."""
         count = len(self.entries) if variants is None else variants
         leader = f", leader {self.leader}" if self.leader else ""
+        out = f"{self.screened_out} out at the screen, " if self.screened_out else ""
         return (f"search: racing, budget {self.budget_s:.0f} s, spent {self.spent_s:.0f} s, {count} variants, "
-                f"{len(self.finalists())} raced to the end ({self.outcome}{leader}, {self.rounds} rounds)")
+                f"{out}{len(self.finalists())} raced to the end ({self.outcome}{leader}, {self.rounds} rounds)")
 
 
 def run_race(specs: Iterable[str], measure_round: Callable[[str, int], float], *, budget_s: float,
              clock: Callable[[], float] = time.monotonic, min_rounds: int = MIN_RACE_ROUNDS,
-             max_rounds: int = MAX_RACE_ROUNDS) -> RaceResult:
+             max_rounds: int = MAX_RACE_ROUNDS, spent_s: float = 0.0, first_round_s: float = 0.0,
+             restriction: str = "") -> RaceResult:
     """Race the (already accuracy-checked) ``specs``; ``measure_round(spec, index)`` returns one paired ratio.
 
-    ``clock`` and ``measure_round`` are parameters so the rules can be tested on fake variants of known speed.
+    ``spent_s`` of ``budget_s`` is already spent (the screen), ``first_round_s`` is the first round's expected
+    duration (later rounds expect the last one's), ``restriction`` is appended to the outcome (the screen's
+    ``raced the k fastest of n``). ``clock`` and ``measure_round`` are parameters so the rules can be tested on
+    fake variants of known speed.
     """
     entries = [Entry(spec) for spec in specs]
     active = list(entries)
     start = clock()
-    last_round_s, rounds = 0.0, 0
+    last_round_s, rounds = first_round_s, 0
     while active and rounds < max_rounds:
-        if clock() - start + last_round_s > budget_s:
+        if clock() - start + spent_s + last_round_s > budget_s:
             break
         round_start = clock()
         for entry in active:
@@ -148,13 +161,52 @@ def run_race(specs: Iterable[str], measure_round: Callable[[str, int], float], *
         for entry in active:
             entry.note = (f"raced to the end ({why}): no significant difference from "
                           + ", ".join(e.spec for e in active if e is not entry))
-    return RaceResult(entries, outcome, leader_spec, clock() - start, rounds, budget_s)
+    outcome = f"{outcome}; {restriction}" if restriction else outcome
+    return RaceResult(entries, outcome, leader_spec, clock() - start + spent_s, rounds, budget_s)
+
+
+def run_search(specs: Iterable[str], time_call: Callable[[str], float],
+               measure_round: Callable[[str, int, int, int], float], *, budget_s: float,
+               clock: Callable[[], float] = time.monotonic, min_rounds: int = MIN_RACE_ROUNDS,
+               max_rounds: int = MAX_RACE_ROUNDS, screen_calls: int = SCREEN_CALLS,
+               min_block_s: float = MIN_BLOCK_S) -> RaceResult:
+    """The screen, then the race of what it leaves, in one budget (stages 2 and 3 of the module docstring).
+
+    ``time_call(spec)`` times one call (``spec`` the baseline's name for the baseline) and returns its seconds;
+    ``measure_round(spec, index, baseline_calls, variant_calls)`` returns one paired ratio with blocks of those
+    sizes. The result's entries hold every spec, those stopped at the screen with stage ``screen``.
+    """
+    specs = list(specs)
+    start = clock()
+    screened = screen(specs, time_call, budget_s=budget_s, clock=clock, calls=screen_calls)
+    plan = plan_rounds(screened, budget_s - (clock() - start), min_rounds=min_rounds, min_block_s=min_block_s)
+    calls = plan.calls
+    race = run_race(plan.raced, lambda spec, index: measure_round(spec, index, calls[BASELINE], calls[spec]),
+                    budget_s=budget_s, clock=clock, min_rounds=min_rounds, max_rounds=max_rounds,
+                    spent_s=clock() - start, first_round_s=plan.round_s, restriction=plan.restriction())
+    raced = {entry.spec: entry for entry in race.entries}
+    entries = []
+    for item in screened.contenders:
+        if item.spec in raced:
+            entries.append(raced[item.spec])
+            continue
+        median, low, high = item.interval
+        span = f"per-call speedup {median:.3g}x [{low:.3g}, {high:.3g}] over {len(item.times)} call(s)"
+        if item.out:
+            note = (f"eliminated at the screen: every call slower than every baseline call by more than "
+                    f"{SCREEN_MARGIN:g}x ({span})")
+            entries.append(Entry(item.spec, stage="screen", note=note, interval=item.interval))
+        else:
+            note = f"passed the screen ({span}); not raced: {plan.restriction() or 'the budget was spent'}"
+            entries.append(Entry(item.spec, stage="screen", note=note, interval=(median, math.nan, math.nan)))
+    race.entries, race.screened_out = entries, len(screened.out())
+    return race
 
 
 def race_columns(entry: Entry) -> dict:
     """The paired-speedup and search columns of a row for ``entry`` as it stopped."""
     median, low, high = entry.interval
-    known = entry.stage in ("eliminated", "final") and not math.isnan(median)
+    known = entry.stage in ("screen", "eliminated", "final") and not math.isnan(median)
     return {"paired_speedup": median if known else None,
             "paired_speedup_ci_low": low if known and not math.isnan(low) else None,
             "paired_speedup_ci_high": high if known and not math.isnan(high) else None,
@@ -165,8 +217,6 @@ def race_columns(entry: Entry) -> dict:
 # -- the race on a real model ----------------------------------------------------------
 #: Default number of finalists confirmed in full at every batch size.
 CONFIRM_TOP = 3
-#: Shortest block (seconds) of a race round; a block is always at least one call.
-MIN_BLOCK_S = 0.02
 
 
 def output_agreement_check(model: ModelWrapper, variant, batch_size: int, seq_len: int | None,
@@ -200,7 +250,8 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
     Returns ``(table, race)``: one row per variant (eliminated ones at the race batch size with the stage and
     interval they stopped at; confirmed ones and the baseline at every batch size, measured like
     :func:`infopt.optimize.sweep.run_variant_sweep`), plus :data:`RACE_COLUMNS`; and the :class:`RaceResult`.
-    ``budget_s`` bounds the race's timed rounds (stage 2); accuracy checks and compilation are not part of it.
+    ``budget_s`` bounds the screen's calls and the race's rounds (stages 2 and 3); accuracy checks, compilation
+    and the confirmation are not part of it.
     """
     if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not budget_s > 0:
         raise InvalidInputError(f"optimize_budget_s must be a number of seconds above 0, got {budget_s!r}.")
@@ -241,22 +292,19 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
         rows[spec] = row
     timer = make_timer(model.device)
     base_inputs = model.prepare_input(race_size, seq_len)
-    block_s = max(MIN_BLOCK_S, budget_s / (3 * max(len(safe), 1) * MIN_RACE_ROUNDS * 2))
+    sides = {BASELINE: lambda: model.forward(base_inputs)}
+    for spec, (variant, inputs) in safe.items():
+        sides[spec] = (lambda v, x: lambda: v.forward(x))(variant, inputs)
 
-    def base_fn():
-        return model.forward(base_inputs)
+    def time_call(spec: str) -> float:
+        return timer.run_block(sides[spec], 1)[0] / 1e3
 
-    with thread_count(timing.num_threads), torch.inference_mode():  # block sizes, before the race's clock starts
-        calls = {BASELINE: block_calls(timer, base_fn, block_s)[0]}
-        for spec, (variant, inputs) in safe.items():
-            calls[spec] = block_calls(timer, lambda: variant.forward(inputs), block_s)[0]
-
-    def measure_round(spec: str, index: int) -> float:
-        variant, inputs = safe[spec]
-        return paired_round(timer, base_fn, lambda: variant.forward(inputs), calls[BASELINE], calls[spec], index)
+    def measure_round(spec: str, index: int, base_calls: int, calls: int) -> float:
+        return paired_round(timer, sides[BASELINE], sides[spec], base_calls, calls, index)
 
     with thread_count(timing.num_threads), torch.inference_mode(), gc_paused(), watch(model.device) as window:
-        race = run_race(list(safe), measure_round, budget_s=float(budget_s), max_rounds=max_rounds)
+        race = run_search(list(safe), time_call, measure_round, budget_s=float(budget_s), max_rounds=max_rounds)
+    sides.clear()
     busy = window.result.columns()
     compiled = any(variant.compiled for variant, _ in safe.values())
     safe.clear()
@@ -308,4 +356,4 @@ def search_lines(variants) -> list[str]:
 
 
 __all__ = ["CONFIRM_TOP", "MAX_RACE_ROUNDS", "MIN_RACE_ROUNDS", "RACE_COLUMNS", "SEARCHES", "Entry", "RaceResult",
-           "interval_text", "output_agreement_check", "race_columns", "run_race", "run_variant_race", "search_lines"]
+           "interval_text", "output_agreement_check", "race_columns", "run_race", "run_search", "run_variant_race", "search_lines"]
