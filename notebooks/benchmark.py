@@ -106,16 +106,17 @@ plots.show(plots.throughput(df, title=f"{model} on {label}: throughput"), charts
 plots.show(plots.latency_distribution(df, title=f"{model} on {label}: latency distribution"), charts, "latency_distribution")
 
 # %% [markdown]
-# ## Generation (gpt2 only): time to first token and time per output token
+# ## Generation (causal LMs and encoder-decoders): time to first token and time per output token
 # TTFT is the prefill of the whole prompt up to the first generated token; TPOT is the latency of each later decode
-# step (timed per step inside `generate`). With the KV cache, TPOT stays nearly flat as the prompt grows;
+# step (timed per step inside `generate`). For an encoder-decoder the prompt is the encoder's input and TTFT
+# includes the encoder pass; its decoder starts from the start token. With the KV cache, TPOT stays nearly flat as the prompt grows;
 # without it every step recomputes the whole sequence, so TPOT grows with the prompt: the gap is the cache's speedup.
 # `tpot_floor_ms` is the physical floor of a decode step (weights as stored + the KV cache read, over the measured
 # copy bandwidth) and `bandwidth_utilization` = floor / measured TPOT p50; `ttft_floor_ms` the prefill's compute floor
 # (2 x parameters x batch x prompt / measured peak FLOP/s). Definitions in docs/metrics.md.
 
 # %%
-if wrapper.is_causal_lm:
+if wrapper.is_causal_lm or wrapper.is_encoder_decoder:
     from infopt.analyze.decode_floor import add_decode_floors, add_floor_inputs
     from infopt.measure.benchmark import run_generation_sweep
     from infopt.errors import InvalidInputError
@@ -143,7 +144,7 @@ if wrapper.is_causal_lm:
     plots.show(plots.generation_latency(gen, title=f"{model} on {label}: TTFT and TPOT vs prompt length"),
                charts, "generation_ttft_tpot")
 else:
-    print(f"{model} is not a causal language model: no generation metrics.")
+    print(f"{model} is neither a causal language model nor an encoder-decoder: no generation metrics.")
 
 # %% [markdown]
 # ## Explore (interactive)

@@ -81,22 +81,23 @@ plots.show(plots.memory_timeline(timeline, title=f"{model} on {label}: memory du
            charts, "memory_timeline")
 
 # %% [markdown]
-# ## KV cache (gpt2 only): measured vs analytic
+# ## KV cache (causal LMs and encoder-decoders): measured vs analytic
 # The cache holds keys and values for every layer and position: analytic bytes = 2 x layers x batch x sequence x
 # hidden x bytes per element. The measured line should sit on the analytic one; a gap means allocator rounding or
-# extra buffers.
+# extra buffers. An encoder-decoder shows its decoder's self-attention cache (grows by one position a step) and
+# its cross-attention cache (encoder positions, filled once) as separate rows, each against its analytic size.
 
 # %%
-if wrapper.is_causal_lm:
+if wrapper.is_causal_lm or wrapper.is_encoder_decoder:
     kv = memory_analysis.kv_cache_sweep(wrapper, prompt_len=kv_prompt_len, new_tokens=kv_new_tokens)
     save_results(kv, out, model, label, kind="kv_cache", overwrite=overwrite,
                  config={"prompt_len": kv_prompt_len, "new_tokens": kv_new_tokens,
                          "analytic": memory_analysis.KV_ANALYTIC_DEFINITION})
-    display(kv)
+    display(memory_analysis.kv_cache_split(kv))
     plots.show(plots.kv_cache(kv, title=f"{model} on {label}: KV cache bytes vs sequence length"),
                charts, "kv_cache")
 else:
-    print(f"{model} does not generate: no KV cache.")
+    print(f"{model} is neither a causal language model nor an encoder-decoder: no KV cache.")
 
 # %% [markdown]
 # ## Explore (interactive)

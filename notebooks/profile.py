@@ -89,12 +89,17 @@ plots.show(plots.time_breakdown(ops, name_col="operator", time_col=op_time, time
 # %% [markdown]
 # ## Module time breakdown
 # Self time of each submodule (its own operators, excluding its children), largest first: this says which layers
-# cost the most. The table also has inclusive time (children included) and each module's parent.
+# cost the most. The table also has inclusive time (children included) and each module's parent; for an
+# encoder-decoder its `stack` column says encoder, decoder or shared, and a second table sums each group.
 
 # %%
 mods = prof.modules
 mod_time = "self_device_ms" if "self_device_ms" in mods else "self_cpu_ms"
 display(mods.sort_values(mod_time, ascending=False).head(15))
+if "stack" in mods:  # an encoder-decoder: the encoder's and the decoder's modules as two groups
+    from infopt.analyze.profiling import stack_totals
+
+    display(stack_totals(mods))
 plots.show(plots.time_breakdown(mods, name_col="module", time_col=mod_time, time_label=f"{mod_time} per step",
                                 title=f"{model} on {label}, batch {batch_size}: modules by self time"),
            charts, "module_breakdown")

@@ -89,7 +89,7 @@ for variant in variants:
         frame = pd.DataFrame([{"variant": variant, "scenario": "server", "role": "error", "error": str(error)}])
     frames.append(frame)
 serving = pd.concat(frames, ignore_index=True)
-serving.insert(0, "model", model)
+serving.insert(0, "model", wrapper.name)  # the rows of every notebook carry the name
 serving["device"] = label
 save_results(serving, out, model, label, kind="serving", overwrite=overwrite,
              config={"settings": settings.to_dict(), "variants": variants, "seq_len": text_seq_len,

@@ -17,7 +17,12 @@ What is counted, so the floor stays a lower bound:
 * the KV cache at the mean context of the decode steps: step ``k`` (``k = 2..N``) attends over
   ``prompt + k - 1`` positions, a mean of ``prompt + N / 2``; K and V, every layer, in the cache's dtype
   (the autocast dtype under autocast, else the weights' float dtype). Rows without the cache read no KV
-  cache (their floor is the weights alone: a loose bound, since they recompute the whole sequence);
+  cache (their floor is the weights alone: a loose bound, since they recompute the whole sequence).
+  Encoder-decoders (``prompt_len`` = encoder positions) read per step the decoder's self-attention cache at its
+  mean context (start token + ``N / 2``) *and* the whole cross-attention cache (``prompt_len`` positions), both
+  with the decoder's layers, KV heads and head size; the TTFT floor counts every matrix (encoder and decoder) once
+  per prompt position, which over-counts the decoder (one start token in the prefill): for them ``ttft_floor_ms``
+  is approximate, not a strict lower bound;
 * the peaks are the device peaks file's *measured* figures (:mod:`infopt.analyze.peaks`): copy bandwidth
   (bytes read + written per second) and the best kernel's FLOP/s per dtype. Variants whose matrix products run
   in a type with no measured peak (int8 or float8 compute) get no compute floor, and ``floor_note`` says so.
@@ -129,7 +134,12 @@ def floor_inputs(model, variant: str, batch_size: int, prompt_len: int, new_toke
     dtype = _activation_dtype(model, module)
     mean_context = prompt_len + new_tokens / 2
     try:
-        kv = batch_size * mean_context * kv_bytes_per_token(model.config, dtype) if use_cache else 0.0
+        if getattr(model, "is_encoder_decoder", False):  # decoder self cache from the start token + cross cache
+            per_token = 2 * model.num_layers * model.num_kv_heads * model.head_dim \
+                * torch.empty((), dtype=dtype).element_size()
+            kv = batch_size * (1 + new_tokens / 2 + prompt_len) * per_token if use_cache else 0.0
+        else:
+            kv = batch_size * mean_context * kv_bytes_per_token(model.config, dtype) if use_cache else 0.0
     except (AttributeError, TypeError):  # a config without layer and head counts: the cache size is unknown
         kv = math.nan
     low_precision = bool(set(str(variant).split("+")) & LOW_PRECISION_COMPUTE)

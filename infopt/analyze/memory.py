@@ -434,3 +434,23 @@ def _encoder_decoder_kv_sweep(model, batch_size: int, prompt_len: int, new_token
     table.attrs["measured_definition"] = ("distinct storage bytes of the tensors in the self-attention and the "
                                           "cross-attention caches, counted separately and together")
     return table
+
+
+def kv_cache_split(kv: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`kv_cache_sweep` table to show: as is for a causal LM; an encoder-decoder's rows as one row per
+    step and cache (``cache`` = ``self-attention`` / ``cross-attention``), each with its own measured and
+    analytic bytes and their ratio."""
+    if kv is None or kv.empty or "cross_measured_bytes" not in kv:
+        return kv
+    keep = [c for c in ("model", "device", "batch_size", "prompt_len", "generated_tokens", "source") if c in kv]
+    parts = []
+    for cache, prefix, seq in (("self-attention", "self", "cache_seq_len"),
+                               ("cross-attention", "cross", "cross_cache_seq_len")):
+        part = kv[keep].copy()
+        part.insert(len(keep) - 1, "cache", cache)
+        part["cache_seq_len"] = kv[seq]
+        part["measured_bytes"] = kv[f"{prefix}_measured_bytes"]
+        part["analytic_bytes"] = kv[f"{prefix}_analytic_bytes"]
+        part["measured_over_analytic"] = kv[f"{prefix}_measured_over_analytic"]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)

@@ -221,7 +221,46 @@ def _module_table(module: torch.nn.Module, events, steps: int, wall_us: float, k
         table["self_device_ms"] = get("self_dev") / 1e3 / steps
     table["calls"] = table["calls_per_step"]
     inclusive = ["inclusive_cpu_ms", "share_of_profiled_time"] + (["inclusive_device_ms"] if kind == "cuda" else [])
-    return fill_uncalled_containers(table, inclusive).drop(columns="calls")
+    return add_stack_column(module, fill_uncalled_containers(table, inclusive).drop(columns="calls"))
+
+
+def _stack_prefixes(module: torch.nn.Module) -> dict[str, str]:
+    """An encoder-decoder's encoder and decoder module names (``{"encoder.": "encoder", ...}``), else empty."""
+    if not getattr(getattr(module, "config", None), "is_encoder_decoder", False):
+        return {}
+    parts = {"encoder": getattr(module, "get_encoder", lambda: None)(),
+             "decoder": getattr(module, "get_decoder", lambda: None)()}
+    prefixes = {}
+    for name, child in module.named_modules():
+        for stack, part in parts.items():
+            if name and child is part and stack not in prefixes.values():
+                prefixes[name] = stack
+    return prefixes if len(prefixes) == 2 else {}
+
+
+def add_stack_column(module: torch.nn.Module, table: pd.DataFrame) -> pd.DataFrame:
+    """Encoder-decoders: a ``stack`` column, ``encoder`` / ``decoder`` for the modules inside each stack and
+    ``shared`` for the rest (shared embeddings, the output head, the root), so the two groups read apart."""
+    prefixes = _stack_prefixes(module)
+    if not prefixes:
+        return table
+
+    def stack(name: str) -> str:
+        return next((s for p, s in prefixes.items() if name == p or name.startswith(p + ".")), "shared")
+
+    table = table.copy()
+    table.insert(1, "stack", table["module"].map(stack))
+    return table
+
+
+def stack_totals(modules: pd.DataFrame) -> pd.DataFrame:
+    """Self time per stack (encoder, decoder, shared) of a module table with a ``stack`` column; empty without."""
+    if modules is None or "stack" not in modules:
+        return pd.DataFrame()
+    times = [c for c in ("self_cpu_ms", "self_device_ms", "self_share_of_profiled_time") if c in modules]
+    totals = modules.groupby("stack", sort=False)[times].sum().reset_index()
+    totals["modules"] = modules.groupby("stack", sort=False).size().values
+    return totals
 
 
 #: Operators the counting mode sees through a Python decomposition, and the eager operator that runs instead.

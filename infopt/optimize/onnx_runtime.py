@@ -157,7 +157,10 @@ def export_onnx(variant, path: str) -> tuple[list[str], float]:
     keys = list(sample)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     sequence = torch.export.Dim("sequence", min=2, max=variant.max_seq_len or 1 << 16) if variant.is_text else None
-    shapes = tuple({0: batch, **({1: sequence} if sequence is not None and sample[key].dim() == 2 else {})}
+    # an encoder-decoder's decoder_* inputs have their own length (the decoder's), not the encoder's
+    decoder = torch.export.Dim("decoder_sequence", min=2, max=1 << 16) if sequence is not None else None
+    shapes = tuple({0: batch, **({1: decoder if key.startswith("decoder_") else sequence}
+                                 if sequence is not None and sample[key].dim() == 2 else {})}
                    for key in keys)
     exportable = _Exportable(variant, keys).eval()
     started = time.perf_counter()
