@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from infopt.errors import InvalidInputError
-from infopt.report.plots import compare, successful_rows
+from infopt.report.plots import compare, mime_bundle, successful_rows
 
 EXPLORE_METRICS = ("latency_p50_ms", "latency_p99_ms", "throughput_items_per_s", "tokens_per_s", "peak_memory_mb")
 
@@ -45,12 +45,11 @@ def explore(df: pd.DataFrame, metrics=EXPLORE_METRICS):
             sel = sel[sel["batch_size"].isin(batch.value)]
         fig = compare(sel, "batch_size", metric.value, title=str(metric.value), x_label="batch size",
                       y_label=str(metric.value))
-        # Inside the Output's context, so JupyterLab routes the display to it even from a widget callback.
-        # A plain clear_output(): with wait=True, headless execution (nbclient) can wait forever for the
-        # output that would replace the cleared one.
-        with out:
-            out.clear_output()
-            display(fig)
+        # The chart goes into the Output widget's own state, not through a display captured inside
+        # ``with out:``: JupyterLab shows it in place from a widget callback too, and headless execution
+        # (nbclient) has no capture to follow. A captured display left nbclient waiting out its whole cell
+        # timeout (300 s) on a loaded machine, and clear_output(wait=True) could hang it for good.
+        out.outputs = ({"output_type": "display_data", "data": mime_bundle(fig), "metadata": {}},)
 
     for control in (model, device, variant, batch, metric):
         control.observe(redraw, names="value")

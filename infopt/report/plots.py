@@ -40,6 +40,11 @@ def use_notebook_renderer() -> str:
     return NOTEBOOK_RENDERER
 
 
+def mime_bundle(fig: go.Figure) -> dict:
+    """The figure as the notebook renderer's MIME bundle: what ``display(fig)`` sends, for a widget's own outputs."""
+    return pio.renderers[NOTEBOOK_RENDERER].to_mimebundle(fig.to_dict())
+
+
 def shared_plotly_js(start: str | Path, levels: int = 4) -> Path:
     """Where the plotly.js shared by everything written under ``start`` lives.
 
