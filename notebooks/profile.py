@@ -105,6 +105,24 @@ plots.show(plots.time_breakdown(mods, name_col="module", time_col=mod_time, time
            charts, "module_breakdown")
 
 # %% [markdown]
+# ## Stages (detectors)
+# A model with stages of its own (a detector: pre-processing `transform`, `backbone`, proposal / prediction heads,
+# postprocess) gets one row per stage: the inclusive time of its submodules in the table above, the postprocess
+# being the model's time outside every named stage, and the time inside NMS operators (already within the
+# stages). Other models have no stages.
+
+# %%
+if wrapper.stages:
+    from infopt.analyze.stages import STAGE_DEFINITION, stage_table
+
+    stages = stage_table(wrapper.stages, mods, prof.operators)
+    save_results(stages, out, model, label, kind="profile_stages", config=prof.config, overwrite=overwrite)
+    print(STAGE_DEFINITION)
+    display(stages)
+else:
+    print(f"{model} declares no stages of its own: the module table above is its breakdown.")
+
+# %% [markdown]
 # ## Roofline
 # Device peaks are measured here (per dtype the best of large matrix products and 3x3 / 1x1 convolutions in both
 # memory formats, the winning kernel named in the `note` column; and a large copy) and, where derivable,

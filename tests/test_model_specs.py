@@ -277,7 +277,7 @@ def test_example_factory_runs(monkeypatch):
 
 @pytest.mark.parametrize("spec,error,pattern", [
     ("torchvision:resnet19", UnknownModelError, "no model named 'resnet19': did you mean resnet18"),
-    ("torchvision:fasterrcnn_resnet50_fpn", InvalidInputError, "detection family.*supports .*classification"),
+    ("torchvision:quantized_resnet18", InvalidInputError, "quantization family.*supports .*classification.*detection"),
     ("torchvision:raft_small", InvalidInputError, "optical_flow family.*segmentation.*video"),
     ("torchvision:resnet18?colour=red", InvalidInputError, "Unknown option"),
     ("nosuchprefix:x", UnknownModelError, "Unknown model .*torchvision:<name>"),

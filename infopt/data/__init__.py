@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from infopt.data.dataset import SMALL_EVALUATION, TARGET_KINDS, DataSet, Part
 from infopt.data.specs import KINDS, DataSpec, parse_data_spec
+from infopt.errors import InvalidInputError
 from infopt.models.base import ModelWrapper
 
 
 def load_data(spec: str | DataSpec, model: ModelWrapper) -> DataSet:
     """Load the data a spec names, prepared for ``model``'s inputs (refusals are one sentence each)."""
     parsed = parse_data_spec(spec) if isinstance(spec, str) else spec
+    if model.task == "detection":
+        raise InvalidInputError(f"Data {parsed.text!r} with {model.name}: the lab's data specs hold class labels, "
+                                "values or text, not boxes, so a detector runs without --data (its accuracy guard "
+                                "compares detections with fp32 on seeded scenes).")
     if parsed.kind == "sklearn":
         from infopt.data.bundled import load_bundled
 

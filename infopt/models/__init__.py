@@ -84,6 +84,7 @@ def load_model(name: str, device: str | torch.device = "cpu", weights: str = "ra
     :class:`~infopt.errors.WeightsUnavailableError`. ``size="tiny"`` is the
     same family at a very small size, for tests and quick runs: built-ins have
     fixed tiny sizes, ``hf:`` configs are shrunk (recorded in ``info()``),
+    ``torchvision:`` detectors get smaller images and fewer proposals, other
     ``torchvision:`` and ``py:`` models run as given. Extra ``opts`` (and the
     spec's ``?`` options) go to the model (e.g. ``attn_implementation``,
     ``image_size``, ``task``).
@@ -129,9 +130,22 @@ def describe_size(spec: str, size: str) -> dict:
         entry["shrunk_config"] = shrink_config(copy.deepcopy(source.config))
         entry["note"] = "config shrunk for a quick run (smoke test only)" if entry["shrunk_config"] \
             else "nothing to shrink (already tiny, or not a uniform transformer stack): as given"
+    elif parsed.kind == "torchvision" and _is_detector(parsed.target):
+        from infopt.models.detection import TINY_NOTE
+
+        entry["note"] = TINY_NOTE
     else:
         entry["note"] = f"{parsed.kind}: models run as given; size='tiny' does not shrink them"
     return entry
+
+
+def _is_detector(name: str) -> bool:
+    from infopt.models.detection import is_detection
+
+    try:
+        return is_detection(name)
+    except ImportError:  # pragma: no cover - torchvision always present with the lab
+        return False
 
 
 def _load_spec(parsed: ModelSpec, device, weights: str, size: str, seed: int, opts: dict) -> ModelWrapper:

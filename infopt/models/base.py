@@ -40,6 +40,8 @@ TASKS: dict[str, str] = {
     "text-classification": "sequence classification: class logits per sequence",
     "generic": "a user model: its first output tensor, compared element-wise",
     "seq2seq": "encoder-decoder (T5, BART, Whisper-style): decoder logits per target position",
+    "detection": "object detection (torchvision): per image, rows of x1, y1, x2, y2, score, label (+ x, y, score "
+                 "per keypoint), padded to a fixed count with label -1, as (batch, detections, columns)",
 }
 #: Tasks whose output rows are logits, so an argmax is a decision (used by the accuracy guard).
 ARGMAX_TASKS: dict[str, str] = {
@@ -82,10 +84,14 @@ class ModelWrapper(ABC):
       cache, and its cross-attention cache over the encoder's output positions);
       ``encoder_layers``: the encoder's layer count; ``max_decoder_len``: the
       decoder's longest sequence (``None`` when unbounded or not applicable).
+    * ``stages``: the model's own stages as ``(stage, submodule names, what it does)``
+      in call order (a detector's transform, backbone, heads; a stage naming no
+      submodule is the time spent outside every named one), for the profile's stage
+      table; ``None``: no stages.
 
     Methods: ``prepare_input`` and ``forward`` (abstract), ``items_per_batch``,
     ``tokens_per_batch``, ``check_seq_len``, ``flops_per_sample``,
-    ``parameter_count``, ``weight_bytes``, ``info``, ``to``.
+    ``parameter_count``, ``weight_bytes``, ``info``, ``to``, ``variant_reason``.
     """
 
     name: ClassVar[str] = "model"
@@ -102,6 +108,7 @@ class ModelWrapper(ABC):
     head_dim: int | None = None
     encoder_layers: int | None = None
     max_decoder_len: int | None = None
+    stages: tuple[tuple[str, tuple[str, ...], str], ...] | None = None
     config: Any = None
 
     def __init__(self, module: nn.Module, *, device: str | torch.device = "cpu", weights: str = "random",
@@ -179,7 +186,12 @@ class ModelWrapper(ABC):
     @property
     def has_image_input(self) -> bool:
         """True when the inputs hold a 4-D image batch (what channels-last changes)."""
-        return self.task in ("vision", "vision-encoder", "segmentation")
+        return self.task in ("vision", "vision-encoder", "segmentation", "detection")
+
+    def variant_reason(self, variant: Any) -> str | None:
+        """Why an optimization variant (read: its ``name``, ``group``, ``compiles``) cannot apply to this model,
+        beyond the tasks and devices the variant declares; ``None``: no objection from the model."""
+        return None
 
     @property
     def kv_width(self) -> int | None:

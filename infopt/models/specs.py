@@ -3,7 +3,7 @@
 Forms::
 
     resnet50 | gpt2 | distilbert          built-in models
-    torchvision:<name>                    a torchvision classification, segmentation or video model
+    torchvision:<name>                    a torchvision classification, segmentation, video or detection model
     hf:<folder or hub id>                 a Hugging Face config (local folder, or a hub id in the local cache)
     py:<module.path>:<function>           your own factory, importable from the current directory or PYTHONPATH
 
@@ -27,7 +27,7 @@ HOW_NOT_WHAT = ("network",)
 
 SPEC_HELP = (
     "A model is a built-in name ({builtins}), "
-    "'torchvision:<name>' (a torchvision classification, segmentation or video model), "
+    "'torchvision:<name>' (a torchvision classification, segmentation, video or detection model), "
     "'hf:<folder with config.json or cached hub id>' or 'py:<module>:<function>' (your factory); "
     "options follow '?', e.g. 'torchvision:vit_b_16?image_size=160'."
 )

@@ -1,4 +1,4 @@
-"""``torchvision:<name>``: any torchvision classification, semantic-segmentation or video model.
+"""``torchvision:<name>``: any torchvision classification, semantic-segmentation, video or detection model.
 
 The input resolution is the one the model's default weights were evaluated at
 (``weights.transforms()``: crop 224 for most classifiers, 299 for Inception v3,
@@ -11,9 +11,10 @@ FLOPs match the published figures) but without the pretrained-backbone
 download their builders do by default; their output is the main head's
 per-pixel class logits as ``(batch, H, W, classes)``. Video classifiers take
 ``(batch, 3, frames, H, W)`` clips of 16 frames (the clip length torchvision's
-published figures are counted at; a ``frames`` option overrides). Detection,
-optical-flow and quantized models need other inputs or outputs and are refused
-with one sentence.
+published figures are counted at; a ``frames`` option overrides). Detection and
+keypoint models (``torchvision.models.detection``) are built by
+:mod:`infopt.models.detection`. Optical-flow and quantized models need other
+inputs or outputs and are refused with one sentence.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ import torch
 from infopt.determinism import seed_everything
 from infopt.errors import InvalidInputError, UnknownModelError
 from infopt.models.base import Inputs, ModelWrapper
+from infopt.models.detection import build_detection, is_detection
+from infopt.models.detection import family as detection_family
 from infopt.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 from infopt.models.specs import ModelSpec
-from infopt.models.weights import load_torchvision_weights
+from infopt.models.weights import load_torchvision_weights, load_weights_file  # noqa: F401 - re-exported
 
 #: torchvision sub-packages whose models the lab does not run, and why.
 UNSUPPORTED_FAMILIES = {
-    "detection": "object detection (lists of images in, boxes out)",
     "optical_flow": "optical flow (image pairs)",
     "quantization": "pre-quantized",
 }
@@ -74,8 +76,11 @@ def check_torchvision(name: str, options: dict) -> None:
         raise InvalidInputError(
             f"torchvision:{name} belongs to torchvision's {family} family ({UNSUPPORTED_FAMILIES[family]}); "
             f"the lab supports torchvision's image classification (torchvision.models), semantic "
-            f"segmentation (torchvision.models.segmentation) and video classification (torchvision.models.video) "
-            f"models, not its {', '.join(UNSUPPORTED_FAMILIES)} models.")
+            f"segmentation (torchvision.models.segmentation), video classification (torchvision.models.video) "
+            f"and detection (torchvision.models.detection) models, not its {', '.join(UNSUPPORTED_FAMILIES)} "
+            f"models.")
+    if is_detection(name):
+        detection_family(name)  # a detector of a family the lab does not know yet: one sentence
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise InvalidInputError(f"Unknown option(s) for torchvision:{name}: {', '.join(unknown)} "
@@ -167,32 +172,20 @@ class TorchvisionModel(ModelWrapper):
         return {"input": f"3x{self.image_size}x{self.image_size} normalized image", "image_size": self.image_size}
 
 
-def load_weights_file(module, path: Path, where: str) -> str:
-    """Load a ``.pth`` state dict (or a checkpoint holding ``state_dict``) into ``module``; returns the
-    weights label ``pretrained (from <path>)``; a file that does not fit is one sentence."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - unreadable or not a tensor file
-        raise InvalidInputError(f"{where}: weights file {path} cannot be read ({type(error).__name__}).") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    try:
-        module.load_state_dict(state)
-    except Exception as error:  # noqa: BLE001 - keys or shapes of another architecture
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InvalidInputError(f"{where}: weights file {path} does not fit this architecture ({first}).") from None
-    return f"pretrained (from {path.resolve()})"
-
-
-def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) -> TorchvisionModel:
+def build_torchvision(spec: ModelSpec, *, weights: str, size: str, seed: int) -> ModelWrapper:
     """Build ``torchvision:<name>`` with seeded random or cached pretrained weights.
 
-    ``size`` does not shrink a torchvision model (there is no smaller member to
-    choose); a ``size="tiny"`` quick run uses the model as given and says so.
+    ``size`` does not shrink a classification, segmentation or video model (there
+    is no smaller member to choose); a ``size="tiny"`` quick run uses the model as
+    given and says so. Detectors are built by :func:`infopt.models.detection.build_detection`
+    (smaller images and fewer proposals when tiny).
     """
     from torchvision.models import get_model, get_model_weights
 
     name, options = spec.target, dict(spec.options)
     check_torchvision(name, options)
+    if is_detection(name):
+        return build_detection(spec, weights=weights, size=size, seed=seed)
     override = _image_size_option(options.get("image_size"), name)
     default = default_image_size(name)
     image_size = override or default

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from infopt.errors import WeightsUnavailableError
+from infopt.errors import InvalidInputError, WeightsUnavailableError
 
 T = TypeVar("T")
 _DOWNLOAD_TIMEOUT_S = 20.0
@@ -97,3 +97,19 @@ def load_hf_pretrained(loader: Callable[..., T], repo_id: str, **kwargs) -> T:
             f"Pretrained weights for '{repo_id}' are not cached and could not be downloaded "
             f"({type(error).__name__}): {how}."
         ) from None
+
+
+def load_weights_file(module, path: Path, where: str) -> str:
+    """Load a ``.pth`` state dict (or a checkpoint holding ``state_dict``) into ``module``; returns the
+    weights label ``pretrained (from <path>)``; a file that does not fit is one sentence."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unreadable or not a tensor file
+        raise InvalidInputError(f"{where}: weights file {path} cannot be read ({type(error).__name__}).") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        module.load_state_dict(state)
+    except Exception as error:  # noqa: BLE001 - keys or shapes of another architecture
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InvalidInputError(f"{where}: weights file {path} does not fit this architecture ({first}).") from None
+    return f"pretrained (from {path.resolve()})"

@@ -39,6 +39,7 @@ import torch
 from infopt.devices import device_kind
 from infopt.errors import InvalidInputError
 from infopt.models.base import ARGMAX_TASKS  # tasks whose output rows are logits (argmax is a decision)
+from infopt.optimize.detection_accuracy import compare_detections
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor, task: str 
     """Compare ``candidate`` with ``reference`` and say whether it is within ``tolerance``.
 
     ``task`` is the model's task (``"vision"``, ``"causal-lm"``, ``"encoder"``):
-    for the first two the argmax agreement is added. Returns a flat dict ready
+    for the first two the argmax agreement is added; ``"detection"`` outputs are
+    matched by box IoU instead (:mod:`infopt.optimize.detection_accuracy`). Returns a flat dict ready
     to become DataFrame columns (see the module docstring for definitions).
     """
     if tuple(reference.shape) != tuple(candidate.shape):
@@ -117,6 +119,8 @@ def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor, task: str 
             f"Cannot compare outputs of different shapes: reference {tuple(reference.shape)}, "
             f"candidate {tuple(candidate.shape)}."
         )
+    if task == "detection":  # a set of decisions: matched by box IoU, not compared element-wise
+        return compare_detections(reference, candidate, tolerance.max_rel_error, tolerance.label)
     ref, cand = _rows(reference), _rows(candidate)
     finite = bool(torch.isfinite(cand).all())
     diff = cand - ref

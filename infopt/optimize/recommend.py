@@ -130,8 +130,7 @@ def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
         best = qualified.iloc[0]
         text = (f"{model} on {device}, batch {size}: use {best['variant']}, "
                 f"{format_speedup(best[speed], best[low], best[high], best['latency_p50_ms'], measure)} vs "
-                f"{BASELINE}; rel. error {best['rel_error']:.2g}, worst-row cosine {best['cosine_similarity']:.5f}"
-                f" ({str(best['tolerance']).split(';')[0]}).")
+                f"{BASELINE}; {_accuracy_clause(best)} ({str(best['tolerance']).split(';')[0]}).")
         rows.append({**base, "variant": best["variant"], "speedup": best[speed],
                      "speedup_ci_low": best[low], "speedup_ci_high": best[high],
                      "latency_p50_ms": best["latency_p50_ms"], "rel_error": best["rel_error"],
@@ -139,6 +138,16 @@ def recommend(df: pd.DataFrame, by: str = "auto") -> pd.DataFrame:
                      "runner_up": qualified.iloc[1]["variant"] if len(qualified) > 1 else None,
                      "rejected_for_accuracy": rejected, "reason": None, "recommendation": text})
     return pd.DataFrame(rows)
+
+
+def _accuracy_clause(row) -> str:
+    """The recommended variant's error in the recommendation line: relative error and worst-row cosine, or for a
+    detector (no cosine) its box error and the decided detections that agree."""
+    cosine = row.get("cosine_similarity")
+    if cosine is not None and not (isinstance(cosine, float) and math.isnan(cosine)):
+        return f"rel. error {row['rel_error']:.2g}, worst-row cosine {cosine:.5f}"
+    return (f"box error (1 - mean IoU) {row['rel_error']:.2g}, {int(row.get('top1_confident_rows') or 0)} decided "
+            "detections agree")
 
 
 __all__ = ["REFUSALS", "add_verdicts", "flagged", "format_speedup", "headline_columns", "qualify", "recommend",

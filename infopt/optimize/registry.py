@@ -64,6 +64,10 @@ class Variant:
         """Why this variant does not apply to ``model`` on its device, or ``None``."""
         if self.tasks is not None and model.task not in self.tasks:
             return f"{self.name} applies only to {' / '.join(self.tasks)} models, not to {model.name} ({model.task})."
+        objection = getattr(model, "variant_reason", None)  # the model interface: its own limits, with the reason
+        reason = objection(self) if callable(objection) else None
+        if reason:
+            return reason
         kind = device_kind(model.device)
         if self.devices is not None and kind not in self.devices:
             return f"{self.name} runs on {' / '.join(self.devices)} only, not {kind}: {self.device_reason}."
