@@ -106,6 +106,24 @@ plots.show(plots.throughput(df, title=f"{model} on {label}: throughput"), charts
 plots.show(plots.latency_distribution(df, title=f"{model} on {label}: latency distribution"), charts, "latency_distribution")
 
 # %% [markdown]
+# ## Encoder alone (encoder-decoders)
+# The encoder on its inputs only, timed like the batch sweep above (which runs the encoder and a teacher-forced
+# decoder): its share of every request, paid once per request before the first token.
+
+# %%
+if wrapper.is_encoder_decoder:
+    encoder = run_batch_sweep(wrapper.encoder_only(), batch_sizes, seq_len=text_seq_len, timing=timing,
+                              measure_memory=False)
+    save_results(encoder, out, model, label, kind="encoder_latency", overwrite=overwrite,
+                 config={"timing": timing.to_dict(), "batch_sizes": batch_sizes, "seq_len": text_seq_len,
+                         "what": "the encoder alone on the encoder's inputs"})
+    print(quality_line(encoder))
+    display(encoder[["batch_size", "seq_len", "status", "latency_p50_ms", "latency_ci_low_ms", "latency_ci_high_ms",
+                     "throughput_items_per_s", "converged", "interference"]])
+else:
+    print(f"{model} is not an encoder-decoder: no separate encoder timing.")
+
+# %% [markdown]
 # ## Generation (causal LMs and encoder-decoders): time to first token and time per output token
 # TTFT is the prefill of the whole prompt up to the first generated token; TPOT is the latency of each later decode
 # step (timed per step inside `generate`). For an encoder-decoder the prompt is the encoder's input and TTFT

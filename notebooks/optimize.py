@@ -33,12 +33,12 @@ include_compile: bool = True  # False: leave the torch.compile variants out (the
 max_time_s: float = 3.0  # cap in seconds on each fully timed point (lower: faster, wider confidence intervals)
 search: str = "racing"  # racing: short paired rounds, slower variants eliminated early | exhaustive: every variant timed in full at every batch size
 optimize_budget_s: float = 60.0  # racing: seconds of timed race rounds per model and target (compilation and accuracy checks not included)
-generation: bool = True  # causal LMs: also time the generation variants (TTFT / TPOT)
+generation: bool = True  # causal LMs and encoder-decoders: also time the generation variants (TTFT / TPOT)
 prompt_len: int = 32  # prompt tokens for the generation variants
 new_tokens: int = 64  # generated tokens per generate call (at least 2)
 data: str = ""  # your data (docs/data.md), e.g. sklearn:digits: the guard measures the task metric on it and static int8 calibrates on it; empty: agreement on random inputs, not accuracy
 accuracy_budget: float = -1.0  # with data: the largest accepted loss in the metric's unit; -1: the default (1 point of top-1, 2% relative perplexity)
-generation_variants: list = ["bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"]  # causal LMs; empty list: the full default set
+generation_variants: list = ["bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"]  # causal LMs and encoder-decoders; empty list: the full default set
 
 # %%
 import pandas as pd
@@ -139,14 +139,14 @@ for line in recommendation_lines(recommendations, sweep, guard):
 recommendations
 
 # %% [markdown]
-# ## Generation: TTFT and TPOT per variant (causal LMs)
+# ## Generation: TTFT and TPOT per variant (causal LMs and encoder-decoders)
 # Each variant runs the whole `generate` loop with the KV cache (baseline: eager fp32, dynamic cache): TTFT, TPOT
 # median and p99, decode tokens/s; `paired_*_speedup` = median over alternating baseline/variant rounds of
 # baseline / variant (95% CI). Accuracy: greedy continuation vs eager fp32 (first divergence, share of identical
 # tokens) and the prefill logits' relative error; `generation_tolerance` states the test.
 
 # %%
-if generation and wrapper.is_causal_lm:
+if generation and (wrapper.is_causal_lm or wrapper.is_encoder_decoder):
     from infopt.optimize.generation import recommend_generation, run_generation_variant_sweep
 
     gen_sweep = run_generation_variant_sweep(

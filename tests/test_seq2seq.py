@@ -132,3 +132,39 @@ def test_encoder_and_decoder_step_flops_match_the_analytic_count(folders, name):
     decoder = layers * per_layer + 2 * d * vocab                  # + the LM head
     assert model.encoder_flops(SEQ) == pytest.approx(encoder, rel=0.02)
     assert model.decoder_step_flops(SEQ, position) == pytest.approx(decoder, rel=0.02)
+
+
+@pytest.mark.parametrize("name", ["t5", "whisper"])
+def test_generation_variants_run_on_encoder_decoders_and_are_judged_by_their_continuations(folders, name):
+    from infopt.optimize.generation import run_generation_variant_sweep
+
+    model = load_model(f"hf:{folders[name]}")
+    table = run_generation_variant_sweep(model, ["bf16-weights", "static-cache", "compile"], prompt_len=SEQ,
+                                         new_tokens=4, repeats=1, warmup=0, paired_rounds=2).set_index("variant")
+    base = table.loc["eager-fp32"]
+    assert base["status"] == "ok" and base["ttft_ms"] > 0 and base["tpot_p50_ms"] > 0, base["error"]
+    assert base["identical_token_share"] == 1.0 and base["first_divergence"] == 4  # 4: no divergence in 4 tokens
+    bf16 = table.loc["bf16-weights"]
+    assert bf16["status"] == "ok", bf16["error"]  # bf16 input features for Whisper: the variant's own casts
+    assert 0 <= bf16["identical_token_share"] <= 1 and bf16["paired_rounds"] == 2
+    assert isinstance(bf16["generation_tolerance"], str) and bf16["generation_tolerance"]
+    # the static cache runs where transformers supports it for the architecture, else it is an error row
+    # with the reason (never a crash of the sweep)
+    static = table.loc["static-cache"]
+    assert static["status"] == "ok" and static["identical_token_share"] == 1.0 or \
+        static["status"] == "error" and static["error"]
+    assert table.loc["compile", "status"] == "n/a"  # forward-only variants do not apply to the generate loop
+
+
+def test_the_encoder_alone_is_timed_as_a_model_of_its_own(folders):
+    from infopt.measure.benchmark import run_batch_sweep
+    from infopt.measure.timing import TimingConfig
+
+    model = load_model(f"hf:{folders['t5']}")
+    encoder = model.encoder_only()
+    inputs = encoder.prepare_input(2, SEQ)
+    assert set(inputs) == {"input_ids", "attention_mask"}  # no decoder inputs
+    assert tuple(encoder.forward(inputs).shape) == (2, SEQ, 32)  # hidden states per encoder position
+    table = run_batch_sweep(encoder, [1, 2], seq_len=SEQ, timing=TimingConfig.quick(), measure_memory=False)
+    assert list(table["status"]) == ["ok", "ok"] and set(table["variant"]) == {"encoder-only"}
+    assert (table["latency_p50_ms"] > 0).all() and set(table["model"]) == {model.name}

@@ -75,3 +75,10 @@ def test_profile_groups_encoder_and_decoder_modules(run):
     assert all(stacks[m] == "encoder" for m in stacks if m.startswith("encoder."))
     assert all(stacks[m] == "decoder" for m in stacks if m.startswith("decoder."))
     assert modules.loc[modules["stack"] == "decoder", "self_cpu_ms"].sum() > 0
+
+
+def test_the_benchmark_times_the_encoder_alone_beside_the_full_forward(run):
+    encoder, full = _csv(run[1], "encoder_latency"), _csv(run[1], "results")
+    assert (encoder["status"] == "ok").all() and set(encoder["variant"]) == {"encoder-only"}
+    assert list(encoder["batch_size"]) == list(full["batch_size"])
+    assert (encoder["latency_p50_ms"] > 0).all()

@@ -230,10 +230,15 @@ def test_the_serve_notebook_reads_the_benchmark_batch1_median_from_its_folder(tm
                          {"model": "m", "device": "cpu", "batch_size": 1, "latency_p50_ms": 3.5}])
     save_results(rows, tmp_path, "m", "cpu", kind="results", env={})
     assert benchmark_batch1_median_ms(tmp_path, "m", "cpu") == 3.5
-    low = pd.DataFrame([{"variant": "v", "role": "low-rate", "target_qps": 5.0, "latency_p50_ms": 3.9}])
+    low = pd.DataFrame([{"variant": "eager-fp32", "role": "low-rate", "target_qps": 5.0, "latency_p50_ms": 3.9,
+                         "queries": 25}])
     check = consistency_checks(low, 3.5).iloc[0]
     assert check["ok"] and "15%" in check["check"]
-    assert not consistency_checks(low.assign(latency_p50_ms=5.0), 3.5).iloc[0]["ok"]
+    missed = consistency_checks(low.assign(latency_p50_ms=5.0), 3.5).iloc[0]
+    assert not missed["ok"] and "43% apart over 25 queries" in missed["note"]
+    # the benchmark times eager fp32 only: another variant's low-rate p50 is not held to fp32's median
+    other = consistency_checks(low.assign(variant="onnxruntime-int8", latency_p50_ms=1.2), 3.5).iloc[0]
+    assert other["ok"] is None and "eager-fp32 only" in other["note"]
 
 
 def test_a_bound_single_stream_already_misses_is_not_searched(tmp_path):

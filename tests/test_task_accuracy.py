@@ -189,6 +189,16 @@ def test_static_int8_calibrated_on_zeros_is_caught_on_real_data(digits):
     assert real_row["task_loss"] < zero_row["task_loss"] and real_row["task_loss_high"] < 5.0
 
 
+def test_a_variant_with_its_own_input_casts_gets_them_on_the_data_too(digits):
+    from infopt.optimize.applied import apply_variant
+    from infopt.optimize.task_accuracy import on_data
+
+    model, _, guard = digits
+    variant = apply_variant(model, "bf16-weights")  # bf16 weights need bf16 images: plain float32 data would fail
+    row = guard.check(on_data(variant))
+    assert row["task_verdict"] in ("safe", "cannot tell", "unsafe") and abs(row["task_loss"]) < 5.0
+
+
 def test_the_race_uses_the_data_check_and_the_table_says_what_accuracy_means(digits):
     from infopt.measure.timing import TimingConfig
     from infopt.optimize.race import run_variant_race

@@ -107,17 +107,34 @@ def generation_config(model, new_tokens: int, use_cache: bool) -> GenerationConf
 
 
 def generate(model, inputs: dict, **kwargs):
-    """``generate`` on the model's module: the plain ``GenerationMixin`` one for encoder-decoders."""
-    if _encoder_decoder(model):
-        return GenerationMixin.generate(model.module, **inputs, **kwargs)
-    return model.module.generate(**inputs, **kwargs)
+    """``generate`` on the model's module: the plain ``GenerationMixin`` one for encoder-decoders. A ``module``
+    that is no ``nn.Module`` (a generation variant's runner, which sets its cache and contexts) generates itself."""
+    module = model.module
+    if _encoder_decoder(model) and isinstance(module, torch.nn.Module):
+        return GenerationMixin.generate(module, **inputs, **kwargs)
+    return module.generate(**inputs, **kwargs)
 
 
 def generation_inputs(model, batch_size: int, prompt_len: int | None) -> dict:
-    """What ``generate`` takes: the prompt (causal LMs) or the encoder's inputs (encoder-decoders)."""
+    """What ``generate`` takes: the prompt (causal LMs) or the encoder's inputs (encoder-decoders: the forward's
+    inputs without the decoder's, so a variant's input casts apply to them too)."""
     if _encoder_decoder(model):
-        return model.encoder_input(batch_size, prompt_len if model.is_text else None)
+        inputs = model.prepare_input(batch_size, prompt_len if model.is_text else None)
+        return {key: value for key, value in inputs.items() if not key.startswith("decoder_")}
     return model.prepare_input(batch_size, prompt_len)
+
+
+def forward_inputs(model, batch_size: int, prompt_len: int | None) -> dict:
+    """The forward's inputs for the same prompt (an encoder-decoder's carry its decoder inputs; a speech encoder's
+    size is fixed by its config)."""
+    speech = _encoder_decoder(model) and not model.is_text
+    return model.prepare_input(batch_size, None if speech else prompt_len)
+
+
+def generated_from(model, prompt_len: int) -> int:
+    """Where the generated tokens start in ``generate``'s sequences: after the prompt (causal LMs) or after the
+    decoder's start token (encoder-decoders)."""
+    return 1 if _encoder_decoder(model) else prompt_len
 
 
 def generate_once(model, inputs: dict, new_tokens: int, use_cache: bool = True) -> dict:
@@ -252,5 +269,5 @@ def run_generation_sweep(model, prompt_lengths: Sequence[int] = (32, 128, 512), 
     return numeric_columns(pd.DataFrame(rows, columns=list(GENERATION_COLUMNS)))
 
 
-__all__ = ["GENERATION_COLUMNS", "StepClock", "generate", "generate_once", "generation_inputs", "generation_point",
-           "run_generation_sweep"]
+__all__ = ["GENERATION_COLUMNS", "StepClock", "forward_inputs", "generate", "generate_once", "generated_from",
+           "generation_inputs", "generation_point", "run_generation_sweep"]

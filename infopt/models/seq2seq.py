@@ -247,6 +247,10 @@ class Seq2SeqModel(ModelWrapper):
         encoder_inputs = {key: value for key, value in inputs.items() if not key.startswith("decoder_")}
         return self.module.get_encoder()(**encoder_inputs).last_hidden_state
 
+    def encoder_only(self) -> "EncoderOnly":
+        """The encoder alone, seen as a model by the batch sweep (the benchmark's encoder-only latency)."""
+        return EncoderOnly(self)
+
     # -- FLOPs ------------------------------------------------------------------------------------
     def flops_per_sample(self, seq_len: int | None = None) -> int:
         return super().flops_per_sample(self.default_seq_len() if self.is_text and seq_len is None else seq_len)
@@ -292,11 +296,34 @@ class Seq2SeqModel(ModelWrapper):
                 **shared}
 
 
+class EncoderOnly:
+    """An encoder-decoder's encoder alone, as the batch sweep sees a model: the encoder's inputs in
+    (:meth:`Seq2SeqModel.encoder_input`), its hidden states out. Timed beside the full forward (encoder and a
+    teacher-forced decoder) and ``generate``, it says how much of a request the encoder costs. Everything else
+    (name, device, weights, token counts) is the model's own; rows carry ``variant="encoder-only"``."""
+
+    variant = "encoder-only"
+
+    def __init__(self, model: Seq2SeqModel):
+        self.model = model
+
+    def __getattr__(self, name: str):
+        if name == "model" or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def prepare_input(self, batch_size: int, seq_len: int | None = None, *, seed: int | None = None) -> Inputs:
+        return self.model.encoder_input(batch_size, seq_len, seed=seed)
+
+    def forward(self, inputs: Inputs) -> torch.Tensor:
+        return self.model.encoder_forward(inputs)
+
+
 def _forward_parameters(module) -> tuple[str, ...]:
     import inspect
 
     return tuple(inspect.signature(module.forward).parameters)
 
 
-__all__ = ["DEFAULT_DECODER_LEN", "SUPPORTED", "Seq2SeqModel", "is_speech_config", "seq2seq_class_name",
+__all__ = ["DEFAULT_DECODER_LEN", "SUPPORTED", "EncoderOnly", "Seq2SeqModel", "is_speech_config", "seq2seq_class_name",
            "shrink_seq2seq_config"]

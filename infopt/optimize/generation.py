@@ -1,4 +1,4 @@
-"""Variants on the generation path of causal LMs: TTFT and TPOT per variant, paired, under an accuracy guard.
+"""Variants on the generation path of causal LMs and encoder-decoders: TTFT and TPOT per variant, paired, under an accuracy guard.
 
 The forward sweep (:mod:`infopt.optimize.sweep`) times one forward pass; what a
 causal LM's user feels is the ``generate`` loop. This module measures each
@@ -58,7 +58,8 @@ from infopt.optimize.accuracy import compare_generation, tolerance_for
 from infopt.analyze.decode_floor import FLOOR_COLUMNS, FLOOR_INPUT_COLUMNS, floor_inputs
 from infopt.devices import device_kind
 from infopt.errors import InvalidInputError
-from infopt.measure.generation import GENERATION_COLUMNS, generation_config, generation_point
+from infopt.measure.generation import (GENERATION_COLUMNS, forward_inputs, generate, generated_from, generation_config,
+                                       generation_inputs, generation_point)
 from infopt.measure.interference import Interference, combine, watch
 from infopt.measure.memtrack import release_memory
 from infopt.measure.stats import median_ci
@@ -162,7 +163,7 @@ class GenerateRunner:
         with contextlib.ExitStack() as stack:
             for context in getattr(self.model, "forward_contexts", []):
                 stack.enter_context(context())
-            return self.model.module.generate(**kwargs)
+            return generate(self.model, {}, **kwargs)
 
     def greedy(self, inputs: dict, new_tokens: int, scores: bool = False):
         """Untimed greedy continuation (token ids; with ``scores``, also the raw per-step logits)."""
@@ -176,15 +177,23 @@ class GenerateRunner:
 
 
 def _check(model, prompt_len: int, new_tokens: int, batch_size: int, paired_rounds: int) -> None:
-    if not getattr(model, "is_causal_lm", False):
-        raise InvalidInputError(f"Generation variants need a causal language model; {model.name} is not one.")
+    encoder_decoder = bool(getattr(model, "is_encoder_decoder", False))
+    if not getattr(model, "is_causal_lm", False) and not encoder_decoder:
+        raise InvalidInputError(f"Generation variants need a causal language model or an encoder-decoder; "
+                                f"{model.name} is neither.")
     if isinstance(model, VariantModel) or getattr(model, "variant", BASELINE) != BASELINE:
         raise InvalidInputError(f"run_generation_variant_sweep needs the {BASELINE} baseline model, not a variant.")
     for label, value, low in (("prompt_len", prompt_len, 1), ("new_tokens", new_tokens, 2),
                               ("batch_size", batch_size, 1), ("paired_rounds", paired_rounds, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InvalidInputError(f"{label} must be an integer of at least {low}, got {value!r}.")
-    if model.max_seq_len is not None and prompt_len + new_tokens > model.max_seq_len:
+    if encoder_decoder:  # the prompt is the encoder's input; the decoder holds the start token and the new ones
+        if model.is_text:
+            model.check_seq_len(prompt_len)
+        if model.max_decoder_len is not None and 1 + new_tokens > model.max_decoder_len:
+            raise InvalidInputError(f"the start token + new_tokens {new_tokens} exceeds {model.name}'s decoder "
+                                    f"limit of {model.max_decoder_len} positions.")
+    elif model.max_seq_len is not None and prompt_len + new_tokens > model.max_seq_len:
         raise InvalidInputError(f"prompt_len {prompt_len} + new_tokens {new_tokens} exceeds {model.name}'s limit "
                                 f"of {model.max_seq_len} positions.")
 
@@ -224,7 +233,9 @@ def run_generation_variant_sweep(model, variants: Iterable[str] | None = None, *
                                  new_tokens: int = 64, batch_size: int = 1, repeats: int = 3, warmup: int = 1,
                                  paired_rounds: int = 6, include_compile: bool | None = None,
                                  num_threads: int | None = None, measure_memory: bool = False) -> pd.DataFrame:
-    """One row per generation variant of the causal LM ``model`` (the eager-fp32 baseline, left untouched).
+    """One row per generation variant of the causal LM or encoder-decoder ``model`` (the eager-fp32 baseline, left
+    untouched; an encoder-decoder's prompt is its encoder's input, and its continuations start after the decoder's
+    start token).
 
     Columns: :data:`infopt.measure.generation.GENERATION_COLUMNS` then
     :data:`GENERATION_VARIANT_COLUMNS`. ``tpot_speedup_vs_baseline`` /
@@ -244,10 +255,10 @@ def run_generation_variant_sweep(model, variants: Iterable[str] | None = None, *
             specs.append((name, forward, cache))
 
     base_runner = GenerateRunner(model, None, BASELINE)
-    inputs = model.prepare_input(batch_size, prompt_len)
+    inputs = generation_inputs(model, batch_size, prompt_len)
     reference_ids, reference_scores = base_runner.greedy(inputs, new_tokens, scores=True)
     with torch.inference_mode():
-        reference_prefill = model.forward(inputs).detach().float().cpu()
+        reference_prefill = model.forward(forward_inputs(model, batch_size, prompt_len)).detach().float().cpu()
     rows = []
     for name, forward, cache in specs:
         rows.append(_sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, reference_scores,
@@ -298,7 +309,7 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
     notes = list(variant.notes) if is_variant else []
     try:
         with recorded_failure(row):
-            variant_inputs = variant.prepare_input(batch_size, prompt_len)
+            variant_inputs = generation_inputs(variant, batch_size, prompt_len)
             if runner.compiles:
                 from infopt.measure.generation import generate_once  # noqa: PLC0415
 
@@ -308,8 +319,9 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
                     notes.append(f"still compiling after {warm['compile_calls']} generate calls")
             ids, _ = runner.greedy(variant_inputs, new_tokens)
             with torch.inference_mode():
-                prefill = variant.forward(variant_inputs)
-            extra.update(compare_generation(reference_ids, ids, prompt_len, reference_scores=reference_scores,
+                prefill = variant.forward(forward_inputs(variant, batch_size, prompt_len))
+            extra.update(compare_generation(reference_ids, ids, generated_from(model, prompt_len),
+                                            reference_scores=reference_scores,
                                             reference_prefill=reference_prefill, candidate_prefill=prefill,
                                             tolerance=tolerance_for(model.device, reduced)))
             extra.pop("generation_metric", None)

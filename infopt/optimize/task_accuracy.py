@@ -53,6 +53,19 @@ class Scores:
         return float(self.numerator.sum() / self.denominator.sum())
 
 
+def on_data(variant) -> Callable:
+    """``variant.forward`` for batches of the user's data, with the variant's own input casts first (a
+    ``bf16-weights`` copy takes bf16 images), as its ``prepare_input`` applies them to seeded inputs."""
+    transforms = tuple(getattr(variant, "input_transforms", ()))
+
+    def forward(inputs):
+        for convert in transforms:
+            inputs = convert(inputs)
+        return variant.forward(inputs)
+
+    return forward
+
+
 def run_outputs(forward: Callable, part: Part, batch_size: int, device) -> torch.Tensor:
     """The model's main output over a split, batch by batch, as float32 on the CPU."""
     chunks = []
@@ -295,7 +308,7 @@ def race_accuracy_check(guard: TaskAccuracyGuard, results: dict | None = None) -
 
     def check(model, variant, batch_size, seq_len, reference) -> tuple[dict, bool]:
         fields, random_ok = output_agreement_check(model, variant, batch_size, seq_len, reference)
-        row = guard.check(variant.forward)
+        row = guard.check(on_data(variant))
         collected[variant.variant] = row
         return {**fields, **row, "random_input_accuracy_ok": random_ok, "accuracy_ok": row["task_ok"],
                 "accuracy_basis": f"{guard.metric_name} on {guard.data.spec.text}"}, row["task_ok"]
@@ -317,7 +330,7 @@ def check_variants(guard: TaskAccuracyGuard, model: ModelWrapper, specs, results
         except VariantError:
             continue  # the sweep already records why it does not apply or failed
         try:
-            results[spec] = guard.check(variant.forward)
+            results[spec] = guard.check(on_data(variant))
         except Exception as error:  # noqa: BLE001 - a variant that cannot run on the data is not safe
             results[spec] = {"task_verdict": "unsafe", "task_ok": False,
                              "task_note": f"failed on the data: {type(error).__name__}: {error}"}
@@ -383,4 +396,4 @@ def recommendation_lines(recommendations, sweep, guard: TaskAccuracyGuard | None
 
 __all__ = ["COLUMNS", "DEFAULT_BUDGETS", "RANDOM_INPUT_BASIS", "VERDICTS", "Scores", "TaskAccuracyGuard",
            "attach_calibration", "check_variants", "exact_upper_rate", "mcnemar_exact_p", "merge_task_columns",
-           "race_accuracy_check", "recommendation_lines", "run_outputs", "samples_to_settle"]
+           "on_data", "race_accuracy_check", "recommendation_lines", "run_outputs", "samples_to_settle"]

@@ -117,10 +117,22 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     return 1 if failed else 0
 
 
+#: Seconds the end of a run waits for its notebook kernels to exit before timing the reference workload.
+KERNEL_EXIT_WAIT_S = 10.0
+
+
 def record_drift(manifest: Manifest, moment: str, device: str, quick: bool) -> None:
-    """Time the reference workload (:mod:`infopt.measure.drift`) into ``run.json``'s ``reference_workload``."""
+    """Time the reference workload (:mod:`infopt.measure.drift`) into ``run.json``'s ``reference_workload``.
+
+    At the end, first wait (up to :data:`KERNEL_EXIT_WAIT_S`) for this process's children, the kernels of the last
+    notebooks, to exit: a kernel still shutting down competes with the reference's second or so of timing, and a
+    slowed reference widens the drift band every run-vs-run comparison relies on."""
+    import psutil
+
     from infopt.measure.drift import record_reference
 
+    if moment == "end":
+        psutil.wait_procs(psutil.Process().children(recursive=True), timeout=KERNEL_EXIT_WAIT_S)
     manifest.data["reference_workload"] = record_reference(manifest.data.get("reference_workload"), moment,
                                                            device, quick)
     manifest.save()

@@ -6,6 +6,7 @@ The grid runs in the order given until its time budget is spent; settings left o
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             rows.append({"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms,
                          "peak_qps": peak, "offline_qps": capacity, "bound_ms": settings.bound_ms,
                          "percentile": settings.percentile, "meets_bound": peak is not None,
-                         "verdict_basis": tests[-1].get("verdict_basis")})
+                         "verdict_basis": tests[-1].get("verdict_basis"),
+                         "error": None if peak is not None else _below_the_search(tests[-1], settings)})
     for max_batch, wait_ms in skipped:
         rows.append({"scenario": "server", "role": "skipped", "max_batch": max_batch, "max_wait_ms": wait_ms,
                      "error": f"not measured: the grid's budget of {grid_budget_s:g} s was spent"})
@@ -111,6 +113,14 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
     frame = pd.DataFrame(rows)
     frame.insert(0, "variant", variant)
     return frame
+
+
+def _below_the_search(lowest: dict, settings) -> str:
+    """Why no peak: even the search's lowest rate failed; a lower rate may meet the bound, but was not tested."""
+    at = lowest.get("latency_at_percentile_ms")
+    latency = f", p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else ""
+    return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}; a lower rate "
+            "may, and was not searched (LoadGen's minimum query count makes low rates the slowest tests)")
 
 
 def _token_rows(model, variant, settings, log_root, library, new_tokens) -> list[dict]:
