@@ -236,3 +236,22 @@ def test_a_compiled_variant_compiles_before_the_race_and_its_compile_time_stands
     row = table[table["variant"] == "compile"].iloc[0]
     assert row["compile_time_s"] > 0 and row["search_stage"] in ("confirmed", "eliminated")
     assert race.entries[0].ratios  # raced after compiling: the rounds time compiled calls only
+
+
+def test_the_race_lifts_dynamos_recompile_limit_while_it_holds_every_compiled_contender(tiny_resnet):
+    """Compiled contenders share one forward and all stay alive until the race ends: under dynamo's default limit
+    of 8 recompiles per function the later ones would run eagerly under their compiled names."""
+    import torch
+
+    from infopt.optimize.race import RACE_RECOMPILE_LIMIT
+
+    before, seen = torch._dynamo.config.recompile_limit, []
+
+    def check(model, variant, batch_size, seq_len, reference):
+        seen.append(torch._dynamo.config.recompile_limit)
+        return {"accuracy_ok": True}, True
+
+    run_variant_race(tiny_resnet, ["channels-last"], batch_sizes=(1,), budget_s=1.0, timing=QUICK,
+                     measure_memory=False, accuracy_check=check, include_compile=False)
+    assert seen == [RACE_RECOMPILE_LIMIT] and RACE_RECOMPILE_LIMIT > before
+    assert torch._dynamo.config.recompile_limit == before  # restored after the race

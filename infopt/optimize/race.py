@@ -217,6 +217,8 @@ def race_columns(entry: Entry) -> dict:
 # -- the race on a real model ----------------------------------------------------------
 #: Default number of finalists confirmed in full at every batch size.
 CONFIRM_TOP = 3
+#: Dynamo's per-function recompile limit during the race, which holds every compiled contender at once.
+RACE_RECOMPILE_LIMIT = 64
 
 
 def output_agreement_check(model: ModelWrapper, variant, batch_size: int, seq_len: int | None,
@@ -263,47 +265,50 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
     references = reference_outputs(model, sizes, seq_len)
     rows: dict[str, dict] = {}
     safe: dict = {}
-    for spec in specs[1:]:  # stage 1: transform, compile, one forward, the accuracy check
-        point = Point.of(model, race_size, seq_len, variant=spec)
-        try:
-            variant = apply_variant(model, spec)
-        except VariantNotApplicableError as error:
-            rows[spec] = {**empty_row(point, "n/a", str(error)), "search_stage": "accuracy"}
-            continue
-        except VariantError as error:
-            rows[spec] = {**empty_row(point, "error", str(error)), "search_stage": "accuracy"}
-            continue
-        row = {**empty_row(point, "eliminated"), "transform_time_s": variant.transform_time_s,
-               "search_stage": "accuracy"}
-        ok = False
-        with recorded_failure(row):
-            inputs = variant.prepare_input(race_size, seq_len)
-            row.update(warm_up_fields(variant, inputs))
-            fields, ok = accuracy_check(model, variant, race_size, seq_len, references.get(race_size))
-            row.update(fields)
-        if row["status"] == "eliminated" and ok:
-            safe[spec] = (variant, inputs)
-            row["notes"] = "; ".join(variant.notes)
-        else:
-            row["search_note"] = "failed the accuracy check: never timed" if row["status"] == "eliminated" \
-                else "failed before timing"
-            row["notes"] = "; ".join(variant.notes)
-            del variant
-        rows[spec] = row
-    timer = make_timer(model.device)
-    base_inputs = model.prepare_input(race_size, seq_len)
-    sides = {BASELINE: lambda: model.forward(base_inputs)}
-    for spec, (variant, inputs) in safe.items():
-        sides[spec] = (lambda v, x: lambda: v.forward(x))(variant, inputs)
+    # every compiled contender wraps the same forward and stays alive through the race: under dynamo's default
+    # per-function recompile limit (8) the later ones would silently run eagerly under their compiled names
+    with torch._dynamo.config.patch(recompile_limit=RACE_RECOMPILE_LIMIT):
+        for spec in specs[1:]:  # stage 1: transform, compile, one forward, the accuracy check
+            point = Point.of(model, race_size, seq_len, variant=spec)
+            try:
+                variant = apply_variant(model, spec)
+            except VariantNotApplicableError as error:
+                rows[spec] = {**empty_row(point, "n/a", str(error)), "search_stage": "accuracy"}
+                continue
+            except VariantError as error:
+                rows[spec] = {**empty_row(point, "error", str(error)), "search_stage": "accuracy"}
+                continue
+            row = {**empty_row(point, "eliminated"), "transform_time_s": variant.transform_time_s,
+                   "search_stage": "accuracy"}
+            ok = False
+            with recorded_failure(row):
+                inputs = variant.prepare_input(race_size, seq_len)
+                row.update(warm_up_fields(variant, inputs))
+                fields, ok = accuracy_check(model, variant, race_size, seq_len, references.get(race_size))
+                row.update(fields)
+            if row["status"] == "eliminated" and ok:
+                safe[spec] = (variant, inputs)
+                row["notes"] = "; ".join(variant.notes)
+            else:
+                row["search_note"] = "failed the accuracy check: never timed" if row["status"] == "eliminated" \
+                    else "failed before timing"
+                row["notes"] = "; ".join(variant.notes)
+                del variant
+            rows[spec] = row
+        timer = make_timer(model.device)
+        base_inputs = model.prepare_input(race_size, seq_len)
+        sides = {BASELINE: lambda: model.forward(base_inputs)}
+        for spec, (variant, inputs) in safe.items():
+            sides[spec] = (lambda v, x: lambda: v.forward(x))(variant, inputs)
 
-    def time_call(spec: str) -> float:
-        return timer.run_block(sides[spec], 1)[0] / 1e3
+        def time_call(spec: str) -> float:
+            return timer.run_block(sides[spec], 1)[0] / 1e3
 
-    def measure_round(spec: str, index: int, base_calls: int, calls: int) -> float:
-        return paired_round(timer, sides[BASELINE], sides[spec], base_calls, calls, index)
+        def measure_round(spec: str, index: int, base_calls: int, calls: int) -> float:
+            return paired_round(timer, sides[BASELINE], sides[spec], base_calls, calls, index)
 
-    with thread_count(timing.num_threads), torch.inference_mode(), gc_paused(), watch(model.device) as window:
-        race = run_search(list(safe), time_call, measure_round, budget_s=float(budget_s), max_rounds=max_rounds)
+        with thread_count(timing.num_threads), torch.inference_mode(), gc_paused(), watch(model.device) as window:
+            race = run_search(list(safe), time_call, measure_round, budget_s=float(budget_s), max_rounds=max_rounds)
     sides.clear()
     busy = window.result.columns()
     compiled = any(variant.compiled for variant, _ in safe.values())
@@ -355,5 +360,6 @@ def search_lines(variants) -> list[str]:
     return lines
 
 
-__all__ = ["CONFIRM_TOP", "MAX_RACE_ROUNDS", "MIN_RACE_ROUNDS", "RACE_COLUMNS", "SEARCHES", "Entry", "RaceResult",
-           "interval_text", "output_agreement_check", "race_columns", "run_race", "run_search", "run_variant_race", "search_lines"]
+__all__ = ["CONFIRM_TOP", "MAX_RACE_ROUNDS", "MIN_RACE_ROUNDS", "RACE_COLUMNS", "RACE_RECOMPILE_LIMIT", "SEARCHES",
+           "Entry", "RaceResult", "interval_text", "output_agreement_check", "race_columns", "run_race", "run_search",
+           "run_variant_race", "search_lines"]
