@@ -48,3 +48,14 @@ def quick_run() -> QuickRun:
                                  time.perf_counter() - started)
         print(f"\nquick run: exit {proc.returncode} in {_cache['run'].wall_s:.0f} s", file=sys.stderr)
     return _cache["run"]
+
+
+def run_quick_models(root: Path, models: list[str], notebooks: tuple[str, ...], run_name: str,
+                     timeout: int = 900) -> Path:
+    """``run_notebooks.py --device cpu --quick`` on ``models`` and ``notebooks`` (no HTML) into ``root/out``, run
+    from ``root``; returns the run folder once the run exited 0 (its output is the failure message otherwise)."""
+    proc = subprocess.run([sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--models",
+                           *models, "--notebooks", *notebooks, "--no-html", "--output", str(root / "out"),
+                           "--run-name", run_name], capture_output=True, text=True, timeout=timeout, cwd=str(root))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "out" / run_name

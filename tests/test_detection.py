@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
 
 import infopt
-from _readme import REPO
+from _quick_pipeline import run_quick_models
 from infopt.errors import InvalidInputError
 from infopt.models import validate_spec
 from infopt.models.detection import PAD_LABEL, pack_detections, unpack_detections
@@ -249,11 +247,7 @@ NOTEBOOKS = ("benchmark", "profile", "memory", "optimize", "serve")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("detection-pipeline")
-    proc = subprocess.run([sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--models",
-                           FASTER, "--notebooks", *NOTEBOOKS, "--no-html", "--output", str(root / "out"),
-                           "--run-name", "det"], capture_output=True, text=True, timeout=900, cwd=str(root))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = root / "out" / "det"
+    run_dir = run_quick_models(root, [FASTER], NOTEBOOKS, "det")
     return run_dir, run_dir / "cpu" / "torchvision-fasterrcnn_mobilenet_v3_large_320_fpn"
 
 

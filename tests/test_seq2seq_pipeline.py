@@ -8,13 +8,11 @@ sections run, to keep the wall time short.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from _readme import REPO
+from _quick_pipeline import run_quick_models
 
 pytest.importorskip("transformers")
 NOTEBOOKS = ("benchmark", "profile", "memory")
@@ -27,11 +25,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("t5-pipeline")
     T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
              architectures=["T5ForConditionalGeneration"]).save_pretrained(root / "t5")
-    proc = subprocess.run([sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick", "--models",
-                           f"hf:{root / 't5'}", "--notebooks", *NOTEBOOKS, "--no-html", "--output", str(root / "out"),
-                           "--run-name", "s2s"], capture_output=True, text=True, timeout=600, cwd=str(root))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = root / "out" / "s2s"
+    run_dir = run_quick_models(root, [f"hf:{root / 't5'}"], NOTEBOOKS, "s2s", timeout=600)
     return run_dir, run_dir / "cpu" / "hf-t5"
 
 

@@ -40,6 +40,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from infopt.analyze.memory import kv_cache_analytic_bytes
 from infopt.analyze.peaks import peak_bandwidth, peak_flops
 
 FLOOR_INPUT_COLUMNS = ("floor_weight_bytes", "floor_kv_bytes_per_step", "floor_prefill_flops", "floor_dtype")
@@ -135,8 +136,7 @@ def floor_inputs(model, variant: str, batch_size: int, prompt_len: int, new_toke
     mean_context = prompt_len + new_tokens / 2
     try:
         if getattr(model, "is_encoder_decoder", False):  # decoder self cache from the start token + cross cache
-            per_token = 2 * model.num_layers * model.num_kv_heads * model.head_dim \
-                * torch.empty((), dtype=dtype).element_size()
+            per_token = kv_cache_analytic_bytes(model, 1, 1, dtype)
             kv = batch_size * (1 + new_tokens / 2 + prompt_len) * per_token if use_cache else 0.0
         else:
             kv = batch_size * mean_context * kv_bytes_per_token(model.config, dtype) if use_cache else 0.0

@@ -131,17 +131,17 @@ def forward_inputs(model, batch_size: int, prompt_len: int | None) -> dict:
     return model.prepare_input(batch_size, None if speech else prompt_len)
 
 
-def generated_from(model, prompt_len: int) -> int:
-    """Where the generated tokens start in ``generate``'s sequences: after the prompt (causal LMs) or after the
-    decoder's start token (encoder-decoders)."""
-    return 1 if _encoder_decoder(model) else prompt_len
+def generated_from(model, inputs: dict) -> int:
+    """Where the generated tokens start in ``generate``'s sequences for ``inputs`` (:func:`generation_inputs`):
+    after the prompt (causal LMs) or after the decoder's start token (encoder-decoders)."""
+    return 1 if _encoder_decoder(model) else int(inputs["input_ids"].shape[1])
 
 
 def generate_once(model, inputs: dict, new_tokens: int, use_cache: bool = True) -> dict:
     """One timed ``generate`` call: ``{"ttft_ms", "tpot_ms" (list), "e2e_ms"}``."""
     clock = StepClock(model.device)
     config = generation_config(model, new_tokens, use_cache)
-    prompt_len = 1 if _encoder_decoder(model) else int(inputs["input_ids"].shape[1])  # decoder: its start token
+    prompt_len = generated_from(model, inputs)  # the prompt, or an encoder-decoder's decoder start token
     synchronize(model.device)
     clock.mark()
     output = generate(model, inputs, generation_config=config, logits_processor=LogitsProcessorList([clock]))
@@ -156,6 +156,20 @@ def generate_once(model, inputs: dict, new_tokens: int, use_cache: bool = True) 
     return {"ttft_ms": steps[0], "tpot_ms": np.diff(steps).tolist(), "e2e_ms": times[-1]}
 
 
+def check_generation_length(model, prompt_len: int, new_tokens: int) -> None:
+    """The prompt and the new tokens fit the model: a causal LM's positions; an encoder-decoder's encoder input
+    (text) and its decoder (the start token and the new tokens)."""
+    if _encoder_decoder(model):
+        if model.is_text:
+            model.check_seq_len(prompt_len)
+        if model.max_decoder_len is not None and 1 + new_tokens > model.max_decoder_len:
+            raise InvalidInputError(f"the start token + new_tokens {new_tokens} exceeds {model.name}'s decoder "
+                                    f"limit of {model.max_decoder_len} positions.")
+    elif model.max_seq_len is not None and prompt_len + new_tokens > model.max_seq_len:
+        raise InvalidInputError(f"prompt_len {prompt_len} + new_tokens {new_tokens} = {prompt_len + new_tokens} "
+                                f"exceeds {model.name}'s limit of {model.max_seq_len} positions.")
+
+
 def _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use_cache, repeats):
     if not getattr(model, "is_causal_lm", False) and not _encoder_decoder(model):
         raise InvalidInputError(f"Generation needs a causal language model or an encoder-decoder; {model.name} is "
@@ -167,18 +181,9 @@ def _check_generation_inputs(model, prompt_lengths, batch_sizes, new_tokens, use
                                 f"got {new_tokens!r}.")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise InvalidInputError(f"repeats must be an integer of at least 1, got {repeats!r}.")
-    longest = max(prompts) + new_tokens
-    if _encoder_decoder(model):
-        if model.is_text:
-            model.check_seq_len(max(prompts))
-        else:
-            prompts = [model.encoder_output_len()]  # a speech encoder's input size is fixed by its config
-        if model.max_decoder_len is not None and 1 + new_tokens > model.max_decoder_len:
-            raise InvalidInputError(f"the start token + new_tokens {new_tokens} exceeds {model.name}'s decoder "
-                                    f"limit of {model.max_decoder_len} positions.")
-    elif model.max_seq_len is not None and longest > model.max_seq_len:
-        raise InvalidInputError(f"prompt_len {max(prompts)} + new_tokens {new_tokens} = {longest} exceeds "
-                                f"{model.name}'s limit of {model.max_seq_len} positions.")
+    check_generation_length(model, max(prompts), new_tokens)
+    if _encoder_decoder(model) and not model.is_text:
+        prompts = [model.encoder_output_len()]  # a speech encoder's input size is fixed by its config
     caches = [use_cache] if isinstance(use_cache, bool) else list(use_cache)
     if not caches or not all(isinstance(flag, bool) for flag in caches):
         raise InvalidInputError(f"use_cache must be True, False or a list of them, got {use_cache!r}.")
@@ -269,5 +274,5 @@ def run_generation_sweep(model, prompt_lengths: Sequence[int] = (32, 128, 512), 
     return numeric_columns(pd.DataFrame(rows, columns=list(GENERATION_COLUMNS)))
 
 
-__all__ = ["GENERATION_COLUMNS", "StepClock", "forward_inputs", "generate", "generate_once", "generated_from",
+__all__ = ["GENERATION_COLUMNS", "StepClock", "check_generation_length", "forward_inputs", "generate", "generate_once", "generated_from",
            "generation_inputs", "generation_point", "run_generation_sweep"]

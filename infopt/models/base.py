@@ -188,6 +188,10 @@ class ModelWrapper(ABC):
         """True when the inputs hold a 4-D image batch (what channels-last changes)."""
         return self.task in ("vision", "vision-encoder", "segmentation", "detection")
 
+    def convert_inputs(self, inputs: Inputs) -> Inputs:
+        """Inputs as this model takes them (an optimization variant casts them; the model itself as they are)."""
+        return inputs
+
     def variant_reason(self, variant: Any) -> str | None:
         """Why an optimization variant (read: its ``name``, ``group``, ``compiles``) cannot apply to this model,
         beyond the tasks and devices the variant declares; ``None``: no objection from the model."""

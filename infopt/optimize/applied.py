@@ -58,7 +58,10 @@ class VariantModel:
         return tolerance_for(self.device, self.reduced_precision)
 
     def prepare_input(self, batch_size: int, seq_len: int | None = None, *, seed: int | None = None) -> Inputs:
-        inputs = self.wrapper.prepare_input(batch_size, seq_len, seed=seed)
+        return self.convert_inputs(self.wrapper.prepare_input(batch_size, seq_len, seed=seed))
+
+    def convert_inputs(self, inputs: Inputs) -> Inputs:
+        """The variant's input casts (e.g. float inputs to bf16 for bf16 weights), on any batch."""
         for convert in self.input_transforms:
             inputs = convert(inputs)
         return inputs

@@ -58,8 +58,8 @@ from infopt.optimize.accuracy import compare_generation, tolerance_for
 from infopt.analyze.decode_floor import FLOOR_COLUMNS, FLOOR_INPUT_COLUMNS, floor_inputs
 from infopt.devices import device_kind
 from infopt.errors import InvalidInputError
-from infopt.measure.generation import (GENERATION_COLUMNS, forward_inputs, generate, generated_from, generation_config,
-                                       generation_inputs, generation_point)
+from infopt.measure.generation import (GENERATION_COLUMNS, check_generation_length, forward_inputs, generate,
+                                       generated_from, generation_config, generation_inputs, generation_point)
 from infopt.measure.interference import Interference, combine, watch
 from infopt.measure.memtrack import release_memory
 from infopt.measure.stats import median_ci
@@ -177,8 +177,7 @@ class GenerateRunner:
 
 
 def _check(model, prompt_len: int, new_tokens: int, batch_size: int, paired_rounds: int) -> None:
-    encoder_decoder = bool(getattr(model, "is_encoder_decoder", False))
-    if not getattr(model, "is_causal_lm", False) and not encoder_decoder:
+    if not getattr(model, "is_causal_lm", False) and not getattr(model, "is_encoder_decoder", False):
         raise InvalidInputError(f"Generation variants need a causal language model or an encoder-decoder; "
                                 f"{model.name} is neither.")
     if isinstance(model, VariantModel) or getattr(model, "variant", BASELINE) != BASELINE:
@@ -187,15 +186,7 @@ def _check(model, prompt_len: int, new_tokens: int, batch_size: int, paired_roun
                               ("batch_size", batch_size, 1), ("paired_rounds", paired_rounds, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InvalidInputError(f"{label} must be an integer of at least {low}, got {value!r}.")
-    if encoder_decoder:  # the prompt is the encoder's input; the decoder holds the start token and the new ones
-        if model.is_text:
-            model.check_seq_len(prompt_len)
-        if model.max_decoder_len is not None and 1 + new_tokens > model.max_decoder_len:
-            raise InvalidInputError(f"the start token + new_tokens {new_tokens} exceeds {model.name}'s decoder "
-                                    f"limit of {model.max_decoder_len} positions.")
-    elif model.max_seq_len is not None and prompt_len + new_tokens > model.max_seq_len:
-        raise InvalidInputError(f"prompt_len {prompt_len} + new_tokens {new_tokens} exceeds {model.name}'s limit "
-                                f"of {model.max_seq_len} positions.")
+    check_generation_length(model, prompt_len, new_tokens)
 
 
 def paired_generation_speedup(baseline: GenerateRunner, variant: GenerateRunner, batch_size: int, prompt_len: int,
@@ -320,7 +311,7 @@ def _sweep_one(model, base_runner, name, forward, cache, inputs, reference_ids, 
             ids, _ = runner.greedy(variant_inputs, new_tokens)
             with torch.inference_mode():
                 prefill = variant.forward(forward_inputs(variant, batch_size, prompt_len))
-            extra.update(compare_generation(reference_ids, ids, generated_from(model, prompt_len),
+            extra.update(compare_generation(reference_ids, ids, generated_from(model, inputs),
                                             reference_scores=reference_scores,
                                             reference_prefill=reference_prefill, candidate_prefill=prefill,
                                             tolerance=tolerance_for(model.device, reduced)))

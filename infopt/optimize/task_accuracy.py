@@ -56,14 +56,7 @@ class Scores:
 def on_data(variant) -> Callable:
     """``variant.forward`` for batches of the user's data, with the variant's own input casts first (a
     ``bf16-weights`` copy takes bf16 images), as its ``prepare_input`` applies them to seeded inputs."""
-    transforms = tuple(getattr(variant, "input_transforms", ()))
-
-    def forward(inputs):
-        for convert in transforms:
-            inputs = convert(inputs)
-        return variant.forward(inputs)
-
-    return forward
+    return lambda inputs: variant.forward(variant.convert_inputs(inputs))
 
 
 def run_outputs(forward: Callable, part: Part, batch_size: int, device) -> torch.Tensor:
