@@ -49,8 +49,8 @@ for note in scope.notes:
 # One row per run, model and device (the device target's folder label, e.g. `cuda-H100`, where a run measured
 # several targets or placed them with a Ray selector). **Latency**: median time of one forward at the smallest measured batch
 # (batch 1 by default) with its 95% confidence interval. **Best throughput**: the highest samples/s of the batch
-# sweep and the batch size that gave it. **Model memory**: the model's own footprint at its largest (weights as stored
-# + activations and workspace), with the figure its method sees beside it (CPU: the whole process). **Roofline**:
+# sweep and the batch size that gave it. **Model memory**: the model's own footprint at its largest (weights as
+# stored plus activations and workspace), with the figure its method sees beside it (CPU: the whole process). **Roofline**:
 # how close the whole model got to the roof at its operational intensity, and whether memory bandwidth or compute
 # bounds it. **Recommended variant**: per batch size, the fastest variant that passed the accuracy guard, its speedup
 # over eager fp32 with a 95% interval, or why there is none.
