@@ -34,12 +34,11 @@ class ReportNotebook(NamedTuple):
 
 
 def model_notebook(model: str, device: str, size: str, output_dir: str) -> ModelNotebook:
-    """Chart renderer, output folder and the loaded model for a per-model notebook; prints where results go."""
+    """Output folder, chart folder and the loaded model for a per-model notebook; prints where results go.
+    (Charts go through :func:`infopt.report.plots.show`, which needs no renderer set up.)"""
     from infopt import load_model
-    from infopt.report import plots
     from infopt.devices import device_kind
 
-    plots.use_notebook_renderer()  # charts visible in JupyterLab AND in HTML exports, offline
     wrapper = load_model(model, device=device, size=size)  # first: a model that fails to load leaves no folder
     out = model_output_folder(output_dir, model, device)
     label = device_kind(wrapper.device)
@@ -71,10 +70,7 @@ def use_compile_cache(results_dir: Path) -> Path:
 
 
 def report_notebook(output_dir: str) -> ReportNotebook:
-    """Chart renderer and output folder for the report notebook."""
-    from infopt.report import plots
-
-    plots.use_notebook_renderer()
+    """Output and chart folders for the report notebook."""
     out = report_output_folder(output_dir)
     return ReportNotebook(out, chart_folder(out))
 

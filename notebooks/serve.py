@@ -39,6 +39,7 @@ min_queries: int = 64  # minimum queries per test (raised to what early stopping
 bisection_steps: int = 4  # Server tests between the bisection's two ends, per batcher setting
 strict_validity: bool = True  # True: a rate counts as served only when LoadGen says VALID (early stopping included)
 grid_budget_s: float = 180.0  # seconds per variant for the batcher grid; settings left over are reported as skipped
+max_test_s: float = 60.0  # cap on one LoadGen Server test; rates too low to issue its minimum queries in it are not tested
 new_tokens: int = 16  # causal LMs: tokens generated per query in the token-latency scenario
 
 # %%
@@ -57,7 +58,7 @@ settings = ServeSettings(bound_ms=latency_bound_ms, percentile=latency_percentil
                          max_batches=tuple(max_batch_sizes), max_waits_ms=tuple(max_waits_ms),
                          budget_s=scenario_budget_s, min_queries=min_queries, bisection_steps=bisection_steps,
                          strict=strict_validity, samples=16 if quick else 64,
-                         extras={"max_test_s": 2 if quick else 60})
+                         extras={"max_test_s": 2 if quick else max_test_s})
 overwrite = overwrite or not output_dir  # hand runs share one folder per model and replace their files
 wrapper, out, charts, label, results_dir = model_notebook(model, device, size, output_dir)
 text_seq_len = seq_len if wrapper.is_text else None

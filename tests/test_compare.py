@@ -15,7 +15,7 @@ import pytest
 
 from infopt.compare import main
 from infopt.measure.drift import REFERENCE_KERNELS, describe_reference
-from infopt.report.compare import bootstrap_ratio, compare_runs, display_table
+from infopt.report.compare import bootstrap_ratio, compare_runs, display_table, repeat_spread, timing_rows
 from infopt.results import save_json, save_results
 
 
@@ -73,6 +73,23 @@ def test_a_run_whose_machine_moved_within_it_needs_a_larger_change(tmp_path):
     base = make_run(tmp_path, "base", spread=1.15)  # the reference moved 15% between start and end
     comparison = compare_runs(base, make_run(tmp_path, "new", scale=1.08, seed=6, spread=1.15))
     assert set(comparison.rows["verdict"]) == {"within machine drift"}
+
+
+def test_a_point_a_run_timed_twice_far_apart_widens_the_band(tmp_path):
+    """The benchmark and optimize notebooks both time eager fp32 at batch 4: when one run's two timings of that
+    point sit 30% apart, the machine moved that much within the run, so a 20% change is drift, not code."""
+    base, new = make_run(tmp_path, "base"), make_run(tmp_path, "new", scale=1.2, seed=7)
+    assert set(compare_runs(base, new).rows["verdict"]) == {"slower"}
+    rng = np.random.default_rng(8)
+    samples = 5.0 * 1.3 * (1 + 0.02 * rng.standard_normal(200))  # batch 4 again, 30% slower, same run
+    save_results(pd.DataFrame([{"model": "toy", "device": "cpu", "variant": "eager-fp32", "batch_size": 4,
+                                "seq_len": None, "status": "ok", "latency_p50_ms": float(np.median(samples)),
+                                "samples_ms": samples.tolist()}]),
+                 base / "cpu" / "toy", "toy", "cpu", kind="variants", env={})
+    assert repeat_spread(timing_rows(base)) == pytest.approx(math.log(1.3), rel=0.02)
+    comparison = compare_runs(base, new)
+    assert "timed twice" in comparison.drift.detail
+    assert set(comparison.rows[comparison.rows["kind"] == "results"]["verdict"]) == {"within machine drift"}
 
 
 def test_environment_changes_are_listed(tmp_path):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 
+import subprocess
+import sys
+
 import pandas as pd
 import plotly.io as pio
 import pytest
@@ -55,6 +58,26 @@ def test_notebook_renderer_stores_only_the_plotly_json(sweep):
     assert pio.renderers.default == plots.NOTEBOOK_RENDERER
     bundle = pio.renderers._build_mime_bundle(plots.throughput(sweep).to_dict())
     assert set(bundle) == {"application/vnd.plotly.v1+json"}  # what JupyterLab draws; no 4.8 MB plotly.js copy
+    # show() builds the same bundle without plotly's renderer registry (3 s of imports in every kernel)
+    assert plots.mime_bundle(plots.throughput(sweep)) == bundle
+
+
+def test_show_sends_only_the_plotly_json_and_never_loads_the_renderer_registry(tmp_path):
+    """A fresh interpreter: showing a chart must not import plotly.io._renderers (nbformat, jsonschema and
+    rfc3987-syntax's grammars come with it)."""
+    code = ("import sys, pandas as pd\n"
+            "from unittest import mock\n"
+            "from infopt.report import plots\n"
+            "sweep = pd.DataFrame({'model': ['m'] * 2, 'device': ['cpu'] * 2, 'batch_size': [1, 2], "
+            "'throughput_items_per_s': [1.0, 2.0], 'status': ['ok'] * 2})\n"
+            "with mock.patch('IPython.display.display') as shown:\n"
+            f"    plots.show(plots.throughput(sweep), {str(tmp_path)!r}, 't')\n"
+            "(bundle,), kwargs = shown.call_args\n"
+            "assert set(bundle) == {'application/vnd.plotly.v1+json'} and kwargs == {'raw': True}, bundle\n"
+            "assert 'plotly.io._renderers' not in sys.modules and 'nbformat' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "t.html").is_file()
 
 
 def test_html_export_hides_code_and_loads_the_shared_plotly_js_without_cdn(tmp_path, sweep):

@@ -10,6 +10,7 @@ time, so the figure does not depend on how fast the machine is, only on timer an
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -22,8 +23,8 @@ from infopt.run import runner
 from infopt.serve import DynamicBatcher, ServeSettings, check_batcher_limits, consistency_checks, md1_peak_rate
 from infopt.serve.batcher import BatchRecord
 from infopt.serve.loadgen_log import littles_law, parse_summary
-from infopt.serve.queueing import md1_wait_cdf
-from infopt.serve.scenarios import ScenarioRunner, early_stopping_floor
+from infopt.serve.queueing import md1_latency_percentile_met, md1_wait_cdf
+from infopt.serve.scenarios import ScenarioRunner, early_stopping_floor, lowest_testable_qps
 
 
 def _sleeper(seconds: float):
@@ -90,22 +91,40 @@ def test_md1_distribution_has_the_right_atom_and_limit():
     assert md1_peak_rate(0.004, 0.003, 90) == 0.0  # a bound below the service time serves nothing
 
 
-def test_server_peak_of_a_fake_model_lands_near_the_md1_value(tmp_path):
+@pytest.mark.parametrize("start, high", [(1.6, 2.0), (0.5, 1.3)], ids=["start-above-halves", "start-below-refines-up"])
+def test_server_peak_of_a_fake_model_lands_near_the_md1_value(tmp_path, start, high):
     service, bound, percentile = 0.004, 0.020, 90.0
     expected = md1_peak_rate(service, bound, percentile)  # ~189 QPS
     settings = ServeSettings(bound_ms=bound * 1000, percentile=percentile, budget_s=1.0, min_queries=50,
                              bisection_steps=4, strict=True)
     with DynamicBatcher(_sleeper(service), max_batch=1, max_wait_s=0.0) as batcher:
         runner_ = ScenarioRunner(batcher, 16, settings, tmp_path / "loadgen", "fake")
-        peak, rows = runner_.find_peak(0.3 * expected, 1.3 * expected)
+        peak, rows = runner_.find_peak(start * expected, high * expected)
     assert peak is not None and abs(peak - expected) / expected < 0.30, (peak, expected)
-    assert rows[0]["loadgen_result"] == "INVALID"  # 1.3x the M/D/1 peak: the upper end fails
+    assert rows[0]["target_qps"] == pytest.approx(start * expected)  # the search starts where it was told
+    assert rows[0]["loadgen_result"] == ("INVALID" if start > 1 else "VALID")
     assert any(row["loadgen_result"] == "VALID" and row["target_qps"] == peak for row in rows)
+    assert all(row["target_qps"] <= peak for row in rows if row["meets_bound"])  # the peak is the best pass
     assert all(row["queries"] >= early_stopping_floor(percentile) for row in rows)
     assert (tmp_path / "loadgen" / f"server-fake-{rows[0]['target_qps']:.4g}qps" / "mlperf_log_summary.txt").is_file()
     frame = pd.DataFrame(rows).assign(variant="fake")
     little = consistency_checks(frame)
     assert bool(little[little["check"] == "Little's law (10%)"]["ok"].iloc[0])
+
+
+def test_the_peak_search_never_tests_a_rate_below_the_lowest_testable_one(tmp_path):
+    """A bound below the service time: no rate passes; the search stops at the rate whose minimum queries still
+    fit in one test's cap instead of spending minutes on lower rates."""
+    settings = ServeSettings(bound_ms=3.0, percentile=90.0, budget_s=0.5, min_queries=50, bisection_steps=4,
+                             strict=True, extras={"max_test_s": 1.0})
+    floor = lowest_testable_qps(settings)
+    assert floor == pytest.approx(1.1 * 50 / 1.0)
+    with DynamicBatcher(_sleeper(0.004), max_batch=1, max_wait_s=0.0) as batcher:
+        runner_ = ScenarioRunner(batcher, 16, settings, tmp_path / "loadgen", "fake")
+        peak, rows = runner_.find_peak(1.0, 200.0)  # a start below the floor is raised to it
+    assert peak is None
+    assert [row["target_qps"] for row in rows] == [pytest.approx(floor)]
+    assert not rows[0]["meets_bound"]
 
 
 SUMMARY = """================================================
@@ -265,3 +284,17 @@ def test_the_headline_says_why_no_rate_was_searched():
     rows = pd.DataFrame([{"variant": "fp32", "role": "peak", "peak_qps": None, "error": "not searched: SingleStream's "
                           "p99 is already 157 ms, above the 100 ms bound with no queue, so no arrival rate can meet it"}])
     assert serving_headline(rows)["serving_text"].startswith("no rate met the bound (not searched: SingleStream's p99")
+
+
+def test_md1_beyond_the_exact_span_uses_the_exponential_tail_and_errs_low():
+    """A 1 ms model under a 100 ms bound is 100 service times: the alternating sum overflows there, the
+    exponential tail does not; near the exact span both agree within 10% on the tail probability."""
+    from infopt.serve.queueing import EXACT_SPAN, md1_tail_decay
+
+    service, rate = 0.01, 90.0  # rho = 0.9
+    t = EXACT_SPAN * service
+    exact_tail = 1 - md1_wait_cdf(t, rate, service)
+    approx_tail = math.exp(-md1_tail_decay(rate, service) * t)
+    assert exact_tail <= approx_tail <= 1.10 * exact_tail  # the tail's constant left out: a little pessimistic
+    peak = md1_peak_rate(0.001, 0.100, 99)
+    assert 900 < peak < 1000 and md1_latency_percentile_met(peak, 0.001, 0.100, 99)

@@ -2,12 +2,14 @@
 
 A 2-core VM (or a laptop on battery, or a GPU that heats up) changes speed by 10-25% from minute to minute,
 so a ratio of two runs' medians is partly the machine. Every run times the same two small kernels (a fixed
-fp32 matmul and a fixed convolution, about a second each) before its first notebook and after its last, and
-records them in ``run.json``; a comparison divides its ratios by the ratio of the two runs' reference times
-and treats a change smaller than the reference's own change as drift, not as a regression.
+fp32 matmul and a fixed convolution, about a second each) before its first notebook, after each timing notebook
+(``checkpoints``: the local runner) and after its last, and records them in ``run.json``; a comparison divides
+its ratios by the ratio of the two runs' reference times and treats a change smaller than the reference's own
+change as drift, not as a regression.
 
-The reference's time of one run is the geometric mean of its start and end medians over both kernels; its
-*spread* is the largest ``|log(end / start)|`` of one kernel (how much the machine moved within the run).
+The reference's time of one run is the geometric mean of its medians (every moment, both kernels); its
+*spread* is the largest ``log(slowest / fastest)`` of one kernel over the run's moments (how much the machine
+moved within the run; more moments show more of it).
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ def time_reference(device: str | torch.device = "cpu", num_threads: int | None =
 QUICK_TIMING = dict(min_samples=30, min_time_s=0.2, max_time_s=0.4)
 
 
-def record_reference(record: dict | None, moment: str, device: str = "cpu", quick: bool = False) -> dict:
-    """``record`` (the ``reference_workload`` of ``run.json``) with ``moment`` ("start" or "end") timed now.
+def record_reference(record: dict | None, moment: str, device: str = "cpu", quick: bool = False,
+                     after: str | None = None) -> dict:
+    """``record`` (the ``reference_workload`` of ``run.json``) with ``moment`` timed now: "start", "end", or
+    "checkpoint" (appended to ``checkpoints``, with ``after``: the notebook it followed).
 
     A failure to time the reference is recorded as its ``error`` rather than stopping the run.
     """
@@ -76,10 +80,20 @@ def record_reference(record: dict | None, moment: str, device: str = "cpu", quic
     record.setdefault("definition", describe_reference())
     record["device"] = record.get("device") or str(device)
     try:
-        record[moment] = time_reference(record["device"], **(QUICK_TIMING if quick else {}))
+        timed = time_reference(record["device"], **(QUICK_TIMING if quick else {}))
     except Exception as error:  # noqa: BLE001 - the run's own measurements matter more than its reference
-        record[moment] = {"error": f"{type(error).__name__}: {error}"[:300]}
+        timed = {"error": f"{type(error).__name__}: {error}"[:300]}
+    if moment == "checkpoint":
+        record["checkpoints"] = [*record.get("checkpoints", []), {**timed, "after": after}]
+    else:
+        record[moment] = timed
     return record
+
+
+def _moments(run_record: dict) -> list:
+    """The timed moments of one run in time order: start, the checkpoints, end."""
+    checkpoints = run_record.get("checkpoints")
+    return [run_record.get("start"), *(checkpoints if isinstance(checkpoints, list) else []), run_record.get("end")]
 
 
 def _kernel_medians(record: dict | None) -> dict[str, float]:
@@ -94,28 +108,29 @@ def _kernel_medians(record: dict | None) -> dict[str, float]:
 
 
 def reference_times(run_record: dict | None) -> dict[str, list[float]]:
-    """Per kernel, the medians (ms) a run's ``reference_workload`` holds (start, end, whichever exist)."""
+    """Per kernel, the medians (ms) a run's ``reference_workload`` holds (start, checkpoints, end: whichever
+    exist), in time order."""
     times: dict[str, list[float]] = {}
     if not isinstance(run_record, dict):
         return times
-    for moment in ("start", "end"):
-        for name, value in _kernel_medians(run_record.get(moment)).items():
+    for moment in _moments(run_record):
+        for name, value in _kernel_medians(moment).items():
             times.setdefault(name, []).append(value)
     return times
 
 
 def within_run_spread(run_record: dict | None) -> float:
-    """Largest ``|log(end / start)|`` of one kernel in one run (0 when only one moment was timed)."""
+    """Largest ``log(slowest / fastest)`` of one kernel over one run's moments (0 when only one was timed)."""
     times = reference_times(run_record)
-    return max((abs(math.log(v[-1] / v[0])) for v in times.values() if len(v) > 1), default=0.0)
+    return max((math.log(max(v) / min(v)) for v in times.values() if len(v) > 1), default=0.0)
 
 
 def reference_ci(run_record: dict | None) -> float:
     """Largest relative half-width (log scale) of a reference median's 95% CI in one run (0 if not recorded)."""
     widths = [0.0]
-    for moment in ("start", "end"):
+    for moment in (_moments(run_record) if isinstance(run_record, dict) else []):
         for name in REFERENCE_KERNELS:
-            timed = ((run_record or {}).get(moment) or {}).get(name) if isinstance(run_record, dict) else None
+            timed = moment.get(name) if isinstance(moment, dict) else None
             low, high = (timed or {}).get("ci_low_ms"), (timed or {}).get("ci_high_ms")
             if isinstance(low, (int, float)) and isinstance(high, (int, float)) and 0 < low <= high:
                 widths.append(math.log(high / low) / 2)
@@ -127,9 +142,10 @@ class Drift:
     """How much faster or slower the machine itself was in the new run than in the base run.
 
     ``factor``: new reference time / base reference time (1.2: the machine was 20% slower); ``band``: the
-    log-size of a change the reference itself shows (``|log factor|`` or either run's within-run spread,
-    the larger), below which a difference is called machine drift; ``spread``: the larger within-run spread,
-    the uncertainty of ``factor`` itself. ``known`` is False when a run has no reference (factor 1).
+    log-size of a change the reference itself shows (``|log factor|`` or ``spread``, the larger), below which a
+    difference is called machine drift; ``spread``: how far a row's own moment may sit from its run's mean
+    speed, both runs together (their within-run spreads added in quadrature: each run's speed at the row's
+    moment is uncertain on its own). ``known`` is False when a run has no reference (factor 1).
     """
 
     factor: float = 1.0
@@ -143,8 +159,12 @@ class Drift:
                 "spread_pct": 100 * (math.exp(self.spread) - 1), "known": self.known, "detail": self.detail}
 
 
-def drift_between(base: dict | None, new: dict | None) -> Drift:
-    """The :class:`Drift` between two runs' ``reference_workload`` records (kernels both runs timed)."""
+def drift_between(base: dict | None, new: dict | None, repeat_spreads: tuple[float, float] = (0.0, 0.0)) -> Drift:
+    """The :class:`Drift` between two runs' ``reference_workload`` records (kernels both runs timed).
+
+    ``repeat_spreads``: per run, the largest ``|log|`` ratio of one point the run timed twice (the benchmark and
+    the optimize notebook both time eager fp32 at a shared batch size); a run's spread is the larger of that
+    and its reference's."""
     base_times, new_times = reference_times(base), reference_times(new)
     shared = [name for name in REFERENCE_KERNELS if name in base_times and name in new_times]
     versions = {(r or {}).get("definition", {}).get("version") for r in (base, new) if isinstance(r, dict)}
@@ -153,12 +173,18 @@ def drift_between(base: dict | None, new: dict | None) -> Drift:
     logs = [sum(map(math.log, new_times[n])) / len(new_times[n]) - sum(map(math.log, base_times[n])) /
             len(base_times[n]) for n in shared]
     log_factor = sum(logs) / len(logs)
-    spread = max(within_run_spread(base), within_run_spread(new))
+    base_spread = max(within_run_spread(base), repeat_spreads[0])
+    new_spread = max(within_run_spread(new), repeat_spreads[1])
+    spread = math.hypot(base_spread, new_spread)
     # two kernels that disagree about the machine's change, and the reference's own CI, are uncertainty too
     spread = max(spread, (max(logs) - min(logs)) / 2, reference_ci(base), reference_ci(new))
     factor = math.exp(log_factor)
-    detail = (f"reference workload {100 * (factor - 1):+.1f}% between the runs, "
-              f"moved up to {100 * (math.exp(spread) - 1):.1f}% within a run")
+    pct = lambda log: 100 * (math.exp(log) - 1)  # noqa: E731
+    repeated = (f"; a point timed twice in one run moved up to {pct(max(repeat_spreads)):.1f}%"
+                if max(repeat_spreads) > 0 else "")
+    detail = (f"reference workload {pct(log_factor):+.1f}% between the runs, moved up to "
+              f"{pct(max(within_run_spread(base), within_run_spread(new))):.1f}% within a run{repeated}; "
+              f"band {pct(max(abs(log_factor), spread)):.1f}%")
     return Drift(factor=factor, band=max(abs(log_factor), spread), spread=spread, known=True, detail=detail)
 
 

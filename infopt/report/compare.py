@@ -5,8 +5,9 @@ prompt length), the **ratio of medians** ``new / base`` (above 1: slower) gets a
 **percentile bootstrap** over both runs' raw samples (each run resampled independently,
 :data:`BOOTSTRAP_RESAMPLES` times, fixed seed, so the same two runs always give the same table). The
 **drift-normalised ratio** divides it by the ratio of the two runs' reference-workload times
-(:mod:`infopt.measure.drift`); its interval is also widened by the reference's within-run spread, since the
-machine's speed is only known that well. Verdicts:
+(:mod:`infopt.measure.drift`); its interval is also widened by both runs' within-run spreads (the reference's
+moments, and any point a run timed twice, :func:`repeat_spread`), since the machine's speed at a row's own
+moment is only known that well. Verdicts:
 
 * ``faster`` / ``slower``: the normalised interval excludes 1 and the change is larger than the reference
   workload's own change (the drift band);
@@ -98,6 +99,19 @@ def timing_rows(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def repeat_spread(rows: pd.DataFrame) -> float:
+    """Largest ``|log|`` ratio of the medians of one point that a run timed twice, in notebooks of different kinds
+    (the benchmark and the optimize notebook both time eager fp32 at a shared batch size): how far the machine
+    moved within the run, seen on the workload itself rather than on the reference kernels. 0 if none was."""
+    if rows.empty:
+        return 0.0
+    point = ["target", "model", "metric", *[c for c in IDENTITY_COLUMNS if c != "kind"]]
+    medians: dict[tuple, list[float]] = {}
+    for _, row in rows.iterrows():
+        medians.setdefault(tuple(str(row[c]) for c in point), []).append(float(np.median(row["samples"])))
+    return max((math.log(max(m) / min(m)) for m in medians.values() if len(m) > 1 and min(m) > 0), default=0.0)
+
+
 def bootstrap_ratio(base: np.ndarray, new: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
                     confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float, float]:
     """``median(new) / median(base)`` and its percentile-bootstrap interval (independent resampling)."""
@@ -179,7 +193,8 @@ def compare_runs(base_dir: str | Path, new_dir: str | Path) -> Comparison:
     if not common_models:
         raise InvalidInputError(f"The two runs have no model in common ({', '.join(sorted(set(base_rows['model'])))}"
                                 f" vs {', '.join(sorted(set(new_rows['model'])))}).")
-    drift = drift_between(base_manifest.get("reference_workload"), new_manifest.get("reference_workload"))
+    drift = drift_between(base_manifest.get("reference_workload"), new_manifest.get("reference_workload"),
+                          (repeat_spread(base_rows), repeat_spread(new_rows)))
     keys = ["target", "model", "metric", *IDENTITY_COLUMNS]
 
     def keyed(frame):
@@ -242,7 +257,7 @@ def summary_lines(comparison: Comparison) -> list[str]:
     lines = [f"base {comparison.base}  ->  new {comparison.new}",
              f"machine drift: {comparison.drift.detail}",
              "change = new/base median - 1, [95% percentile bootstrap]; normalised = divided by the reference "
-             "workload's change, widened by its within-run spread",
+             "workload's change, widened by both runs' within-run spreads",
              "verdicts: " + ", ".join(f"{count} {name}" for name, count in counts.items() if count)
              + (f"; {comparison.only_in_base} row(s) only in base, {comparison.only_in_new} only in new"
                 if comparison.only_in_base or comparison.only_in_new else "")]
@@ -256,4 +271,4 @@ def summary_lines(comparison: Comparison) -> list[str]:
 
 __all__ = ["BOOTSTRAP_RESAMPLES", "MIN_EFFECT_PCT", "Comparison", "VERDICTS", "bootstrap_ratio", "compare_runs",
            "display_table",
-           "environment_changes", "read_run", "summary_lines", "timing_rows", "verdict"]
+           "environment_changes", "read_run", "repeat_spread", "summary_lines", "timing_rows", "verdict"]

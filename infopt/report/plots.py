@@ -5,11 +5,10 @@ profiling, roofline, memory, variants) and returns a ``plotly`` Figure; nothing
 here measures anything. Delivery, with plotly.js stored once per run instead of
 once per notebook (4.8 MB each):
 
-* :func:`use_notebook_renderer` makes ``fig.show()`` emit only the Plotly JSON
-  MIME bundle: JupyterLab draws it (the ``jupyterlab-plotly`` extension ships
-  with plotly), and :mod:`infopt.report.htmlexport` turns it into a chart div when a
-  notebook is exported to HTML, with one ``<script src>`` to the run's shared
-  ``plotly.min.js``.
+* :func:`show` displays only the Plotly JSON MIME bundle (:func:`mime_bundle`, as plotly's ``plotly_mimetype``
+  renderer, built without plotly's renderer registry: its imports cost 3 s per kernel): JupyterLab draws it, and
+  :mod:`infopt.report.htmlexport` turns it into a chart div with one ``<script src>`` to the run's shared
+  ``plotly.min.js``. :func:`use_notebook_renderer` makes a user's own ``fig.show()`` send the same bundle.
 * :func:`save_chart` writes a standalone HTML file per chart into a ``charts/``
   folder, referencing the same shared ``plotly.min.js`` by a relative path.
 """
@@ -27,6 +26,7 @@ from infopt.errors import InvalidInputError
 
 #: The renderer the notebooks use: Plotly JSON only (no plotly.js copy in the .ipynb).
 NOTEBOOK_RENDERER = "plotly_mimetype"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 PLOTLY_JS = "plotly.min.js"
 TEMPLATE = "plotly_white"
 #: Folders holding one of these are a run root: the shared plotly.min.js is written there.
@@ -41,8 +41,10 @@ def use_notebook_renderer() -> str:
 
 
 def mime_bundle(fig: go.Figure) -> dict:
-    """The figure as the notebook renderer's MIME bundle: what ``display(fig)`` sends, for a widget's own outputs."""
-    return pio.renderers[NOTEBOOK_RENDERER].to_mimebundle(fig.to_dict())
+    """The figure as ``plotly_mimetype`` renders it (tests check they agree), for :func:`show` and widgets."""
+    import json
+
+    return {PLOTLY_MIME: json.loads(pio.to_json(fig.to_dict(), validate=False, remove_uids=False))}
 
 
 def shared_plotly_js(start: str | Path, levels: int = 4) -> Path:
@@ -116,9 +118,11 @@ def show(fig: go.Figure, charts_dir: str | Path | None = None, name: str | None 
 
     Returns nothing on purpose: a returned figure at the end of a cell would be displayed a second time.
     """
+    from IPython.display import display
+
     if charts_dir is not None:
         save_chart(fig, charts_dir, name or fig.layout.title.text or "chart")
-    fig.show()
+    display(mime_bundle(fig), raw=True)
 
 
 # -- helpers ------------------------------------------------------------------

@@ -20,7 +20,8 @@ def kernel_manager_class(kernel_log: Path | None = None):
 
     Using the runner's ``sys.executable`` (not whatever ``python3`` kernelspec
     happens to be installed) makes ``import infopt`` work in a virtualenv and
-    guarantees the notebooks run the same code as the runner. With ``kernel_log``
+    guarantees the notebooks run the same code as the runner; :mod:`infopt.run.kernel_launcher` starts it
+    (ipykernel without the interpreter's teardown at shutdown). With ``kernel_log``
     the kernel process's own stderr (its start-up warnings, ZeroMQ tracebacks when
     it is interrupted or shut down) is appended there instead of reaching the
     terminal; what the notebook's code prints stays in the notebook.
@@ -37,7 +38,8 @@ def kernel_manager_class(kernel_log: Path | None = None):
         def kernel_spec(self):
             if self._kernel_spec is None:
                 self._kernel_spec = KernelSpec(
-                    argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    argv=[sys.executable, str(Path(__file__).with_name("kernel_launcher.py")), "-f",
+                          "{connection_file}"],
                     display_name=f"Python ({sys.executable})", language="python",
                     env={"PYTHONPATH": python_path}, metadata={"debugger": True},
                 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from infopt.run.clock import hostname, utc_now
 from infopt.run.execute import error_text, execute, export_job_html, io_failure, kernel_manager_class
@@ -31,6 +31,7 @@ class RunContext:
     timeout: int | None = None     # per-cell limit in seconds (None: none)
     html: bool = True              # export each executed notebook to HTML
     progress: object | None = None  # a tqdm bar, advanced once per finished job
+    after_job: Callable[[Job], None] | None = None  # called after each model notebook (the local executor)
 
 
 class Executor(Protocol):
@@ -77,6 +78,8 @@ class LocalExecutor:
             if context.html:
                 export_job_html(job, plan.run_dir)
             manifest.save()
+            if context.after_job is not None and job.model is not None:
+                context.after_job(job)
             if context.progress is not None:
                 context.progress.update(1)
 

@@ -71,11 +71,15 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
             timed = [job for job in todo if job.model is not None]
             reference_device = next((t.device for t in plan.targets if t.kind == "cuda" and ":" in t.device), None) \
                 or next((t.device for t in plan.targets if t.kind == "mps"), "cpu")
+            quick = bool(plan.settings.get("quick"))
             if timed:  # machine drift: the fixed reference workload before the first and after the last notebook
-                record_drift(manifest, "start", reference_device, bool(plan.settings.get("quick")))
+                record_drift(manifest, "start", reference_device, quick)
+            # ... and after each timing notebook but the last (the local executor only: Ray's run elsewhere)
+            context.after_job = lambda job: (record_drift(manifest, "checkpoint", reference_device, quick, job.key)
+                                             if job.notebook in TIMING_NOTEBOOKS and job is not timed[-1] else None)
             executor_for(args).run(timed, context)
             if timed:
-                record_drift(manifest, "end", reference_device, bool(plan.settings.get("quick")))
+                record_drift(manifest, "end", reference_device, quick)
             # the report reads every model's files and run.json: on this host, after the model notebooks
             LocalExecutor().run([job for job in todo if job.model is None], context)
             failed = [job for job in plan.jobs if job.status not in ("succeeded", "skipped")]
@@ -117,24 +121,27 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     return 1 if failed else 0
 
 
-#: Seconds the end of a run waits for its notebook kernels to exit before timing the reference workload.
+#: Seconds the runner waits for its notebook kernels to exit before timing the reference workload.
 KERNEL_EXIT_WAIT_S = 10.0
+#: Notebooks whose timings a run-vs-run comparison reads; the reference is timed again after each of them.
+TIMING_NOTEBOOKS = ("benchmark", "optimize")
 
 
-def record_drift(manifest: Manifest, moment: str, device: str, quick: bool) -> None:
-    """Time the reference workload (:mod:`infopt.measure.drift`) into ``run.json``'s ``reference_workload``.
+def record_drift(manifest: Manifest, moment: str, device: str, quick: bool, after: str | None = None) -> None:
+    """Time the reference workload (:mod:`infopt.measure.drift`) into ``run.json``'s ``reference_workload``
+    (``moment``: "start", "checkpoint" after the notebook ``after``, or "end").
 
-    At the end, first wait (up to :data:`KERNEL_EXIT_WAIT_S`) for this process's children, the kernels of the last
-    notebooks, to exit: a kernel still shutting down competes with the reference's second or so of timing, and a
-    slowed reference widens the drift band every run-vs-run comparison relies on."""
+    After a notebook, first wait (up to :data:`KERNEL_EXIT_WAIT_S`) for this process's children, the kernels of
+    the notebooks, to exit: a kernel still shutting down competes with the reference's second or so of timing,
+    and a slowed reference widens the drift band every run-vs-run comparison relies on."""
     import psutil
 
     from infopt.measure.drift import record_reference
 
-    if moment == "end":
+    if moment != "start":
         psutil.wait_procs(psutil.Process().children(recursive=True), timeout=KERNEL_EXIT_WAIT_S)
     manifest.data["reference_workload"] = record_reference(manifest.data.get("reference_workload"), moment,
-                                                           device, quick)
+                                                           device, quick, after)
     manifest.save()
 
 

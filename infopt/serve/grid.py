@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from infopt.serve.batcher import DynamicBatcher, check_batcher_limits
-from infopt.serve.scenarios import ScenarioRunner
+from infopt.serve.queueing import md1_peak_rate
+from infopt.serve.scenarios import ScenarioRunner, max_test_s, min_query_count
 from infopt.serve.settings import ServeSettings
 from infopt.serve.sut import SampleLibrary, model_batch_runner
 
@@ -93,8 +94,8 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
                              "peak_qps": None, "offline_qps": capacity, "bound_ms": settings.bound_ms,
                              "percentile": settings.percentile, "meets_bound": False, "error": unreachable})
                 continue
-            low = min(LOW_RATE_UTILISATION * 5 / base_latency_s, 0.5 * capacity)
-            peak, tests = runner.find_peak(low, capacity)
+            estimate = md1_peak_rate(base_latency_s, settings.bound_s, settings.percentile)
+            peak, tests = runner.find_peak(estimate, capacity)
             limits = check_batcher_limits(runner.runs[-1].batches, max_batch, wait_ms / 1000.0)
             tests = _tag(tests, role="bisection", offline_qps=capacity)
             tests[-1].update({f"batcher_{k}": v for k, v in limits.items()})
@@ -102,8 +103,8 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             rows.append({"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms,
                          "peak_qps": peak, "offline_qps": capacity, "bound_ms": settings.bound_ms,
                          "percentile": settings.percentile, "meets_bound": peak is not None,
-                         "verdict_basis": tests[-1].get("verdict_basis"),
-                         "error": None if peak is not None else _below_the_search(tests[-1], settings)})
+                         "md1_estimate_qps": estimate, "verdict_basis": tests[-1].get("verdict_basis"),
+                         "error": None if peak is not None else _below_the_search(tests, estimate, settings)})
     for max_batch, wait_ms in skipped:
         rows.append({"scenario": "server", "role": "skipped", "max_batch": max_batch, "max_wait_ms": wait_ms,
                      "error": f"not measured: the grid's budget of {grid_budget_s:g} s was spent"})
@@ -115,12 +116,15 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
     return frame
 
 
-def _below_the_search(lowest: dict, settings) -> str:
-    """Why no peak: even the search's lowest rate failed; a lower rate may meet the bound, but was not tested."""
+def _below_the_search(tests: list[dict], estimate: float, settings: ServeSettings) -> str:
+    """Why no peak: every tested rate failed, and lower ones would take longer than one test may."""
+    lowest = min(tests, key=lambda row: row.get("target_qps") or math.inf)
     at = lowest.get("latency_at_percentile_ms")
     latency = f", p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else ""
-    return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}; a lower rate "
-            "may, and was not searched (LoadGen's minimum query count makes low rates the slowest tests)")
+    queries = min_query_count(settings)
+    return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}. Lower rates "
+            f"were not tested: LoadGen's {queries} minimum queries take more than the {max_test_s(settings):g} s one "
+            f"test may last (--param max_test_s). M/D/1 from SingleStream's median predicts {estimate:.3g} QPS.")
 
 
 def _token_rows(model, variant, settings, log_root, library, new_tokens) -> list[dict]:

@@ -1,5 +1,6 @@
 """The LoadGen scenarios, each one LoadGen test per setting: SingleStream (p90 as LoadGen reports it), Server at
-one target rate, the Server peak (bisection over ``server_target_qps`` judged by LoadGen), Offline (throughput).
+one target rate, the Server peak (a search over ``server_target_qps`` from the queueing estimate,
+judged by LoadGen), Offline (throughput).
 
 Budgets: MLPerf's minimum query counts (hundreds of thousands) and 10-minute durations are scaled down to
 ``ServeSettings.budget_s`` and ``min_queries`` per test; each row records which of LoadGen's constraints held.
@@ -49,7 +50,7 @@ def test_settings(scenario: str, settings: ServeSettings, *, target_qps: float |
     ts.min_query_count = settings.min_queries if scenario == "single-stream" else min_query_count(settings)
     # LoadGen stops issuing here even when its minimum counts are not met (the row then says which was not)
     needed_ms = 1000.0 * ts.min_query_count / target_qps if target_qps else 0.0
-    ts.max_duration_ms = int(max(3 * budget_ms, min(1.5 * needed_ms, settings.extras.get("max_test_s", 60) * 1000)))
+    ts.max_duration_ms = int(max(3 * budget_ms, min(1.5 * needed_ms, max_test_s(settings) * 1000)))
     ts.sample_index_rng_seed = ts.schedule_rng_seed = ts.qsl_rng_seed = settings.seed
     if scenario == "single-stream":
         ts.single_stream_expected_latency_ns = max(int((expected_latency_s or 0.01) * 1e9), 1)
@@ -132,28 +133,56 @@ class ScenarioRunner:
             ts.min_query_count = 1
         return self._run(scenario, ts, tag if tag is not None else f"-{target_qps:.4g}qps", target_qps)
 
-    def find_peak(self, low_qps: float, high_qps: float) -> tuple[float | None, list[dict]]:
-        """The highest target QPS LoadGen judges served under the bound, by bisection between ``low_qps`` and
-        ``high_qps`` (``settings.bisection_steps`` tests after the upper end); ``None`` when even ``low_qps``
-        fails. The upper end is tried first and the lower end only when no tested rate passed (low rates are the
-        slow tests: the minimum query count takes longest to issue). Every test's row is returned (the
-        latency-vs-load chart draws them)."""
-        rows = [self.server(high_qps)]
-        if rows[0]["meets_bound"]:
-            return high_qps, rows
-        good, bad, passed = low_qps, high_qps, False
+    def find_peak(self, start_qps: float, high_qps: float) -> tuple[float | None, list[dict]]:
+        """The highest target QPS LoadGen judges served under the bound, or ``None`` when no testable rate is.
+
+        The search starts at ``start_qps`` (the grid passes the M/D/1 prediction from SingleStream's median,
+        :mod:`infopt.serve.queueing`), clipped to [:func:`lowest_testable_qps`, ``high_qps``]. A start that
+        passes is refined upwards towards ``high_qps`` (the Offline throughput); one that fails is halved
+        until a rate passes or the next would be below the lowest testable rate, then refined between the
+        last pass and the first fail. ``settings.bisection_steps`` bounds the halvings and the refinement
+        steps each. Every test's row is returned (the latency-vs-load chart draws them)."""
+        floor = lowest_testable_qps(self.settings)
+        start = min(max(start_qps, floor), high_qps)
+        rows = [self.server(start)]
+        if rows[-1]["meets_bound"]:
+            good, bad = start, high_qps
+        else:
+            good, bad = None, start
+            for _ in range(self.settings.bisection_steps):
+                if bad / 2 < floor:
+                    break
+                rows.append(self.server(bad / 2))
+                if rows[-1]["meets_bound"]:
+                    good = bad / 2
+                    break
+                bad = bad / 2
+            if good is None:
+                return None, rows
         for _ in range(self.settings.bisection_steps):
+            if bad / good < 1.05:  # within 5%: finer than a run-to-run difference of the verdict
+                break
             middle = (good * bad) ** 0.5 if bad / good > 4 else (good + bad) / 2  # geometric while far apart
             rows.append(self.server(middle))
             if rows[-1]["meets_bound"]:
-                good, passed = middle, True
+                good = middle
             else:
                 bad = middle
-        if not passed:
-            rows.append(self.server(low_qps))
-            if not rows[-1]["meets_bound"]:
-                return None, rows
         return good, rows
 
 
-__all__ = ["ScenarioRunner", "VERDICT_LATENCY", "VERDICT_STRICT", "test_settings"]
+def lowest_testable_qps(settings: ServeSettings) -> float:
+    """The lowest Server rate whose minimum query count LoadGen can issue within one test's time cap
+    (``extras["max_test_s"]``, 60 s unless told), with 10% slack for Poisson arrivals (two standard deviations
+    of the count at these sizes): 459 p99 queries in a minute is 8.4 QPS. Lower rates are not tested; the peak
+    row then says how long such a test would take."""
+    return 1.1 * min_query_count(settings) / max_test_s(settings)
+
+
+def max_test_s(settings: ServeSettings) -> float:
+    """The time cap (s) on one LoadGen test (LoadGen stops issuing there even when its minimum counts are not met)."""
+    return float(settings.extras.get("max_test_s", 60))
+
+
+__all__ = ["ScenarioRunner", "VERDICT_LATENCY", "VERDICT_STRICT", "lowest_testable_qps", "max_test_s",
+           "min_query_count", "test_settings"]

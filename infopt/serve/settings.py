@@ -103,6 +103,7 @@ _CHECKS = {
     "scenarios": check_scenarios,
     "scenario_budget_s": lambda v: check_positive("scenario_budget_s", v),
     "grid_budget_s": lambda v: check_positive("grid_budget_s", v),
+    "max_test_s": lambda v: check_positive("max_test_s", v),
     "min_queries": lambda v: check_count("min_queries", v),
     "bisection_steps": lambda v: check_count("bisection_steps", v),
     "serve_variants": lambda v: check_variant_list(v),
