@@ -127,14 +127,15 @@ FULL = Preset(
 )
 
 #: ``full`` with the CPU caps: shorter timed points, one no-cache prompt length (every step recomputes the
-#: prompt, one length shows it), the racing search in a shorter budget (compiled paths included) and three
+#: prompt, one length shows it), the racing search in a shorter budget (compiled paths included), three
 #: generation variants instead of the full set (each costs about a minute of generate calls on a CPU; the
-#: full set: ``--param generation_variants=[]``).
+#: full set: ``--param generation_variants=[]``) and a 60 s batcher-grid budget per served variant (a strict
+#: p99 Server test needs 459 queries, up to a minute at a CPU's rates; ``--param grid_budget_s=180`` for more).
 FULL_CPU = replace(
     FULL, name="full-cpu", benchmark_max_time_s=CPU_BENCHMARK_MAX_TIME_S, variant_max_time_s=CPU_VARIANT_MAX_TIME_S,
     no_cache_prompt_lengths=(32,), include_compile=True, optimize_budget_s=CPU_OPTIMIZE_BUDGET_S,
     generation_variants=("bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"),
-    serve_bound_ms=100.0,
+    serve_bound_ms=100.0, serve_grid_budget_s=60.0,
 )
 
 #: Tiny models and few iterations: a smoke run of the whole pipeline, numbers not for reporting. A few

@@ -278,6 +278,24 @@ def test_a_bound_single_stream_already_misses_is_not_searched(tmp_path):
     assert (frame[frame["role"] == "offline"]["achieved_qps"] > 0).all()
 
 
+def test_a_system_slower_than_the_lowest_testable_rate_is_not_searched(tmp_path):
+    """Offline throughput below the lowest rate whose minimum queries fit in one test: every servable rate would
+    outlast the test's cap, so no Server test runs and the peak row says why, with both rates."""
+    from infopt import load_model
+    from infopt.serve import serve_model
+
+    model = load_model("resnet50", size="tiny")
+    settings = ServeSettings(bound_ms=1000, percentile=90, budget_s=0.2, min_queries=100_000, bisection_steps=2,
+                             strict=False, max_batches=(2,), max_waits_ms=(1.0,), samples=4,
+                             scenarios=("server", "offline"), extras={"max_test_s": 1})
+    frame = serve_model(model, "eager-fp32", settings, tmp_path, grid_budget_s=30)
+    assert "bisection" not in set(frame["role"].dropna())
+    peak = frame[frame["role"] == "peak"].iloc[0]
+    assert pd.isna(peak["peak_qps"]) and "below the lowest testable rate, 1.1e+05 QPS" in peak["error"]
+    low = frame[frame["role"] == "low-rate"].iloc[0]
+    assert low["queries"] >= 20  # the low-rate run's own floor of queries, not the strict count
+
+
 def test_the_headline_says_why_no_rate_was_searched():
     from infopt.serve.headline import serving_headline
 

@@ -10,12 +10,13 @@ from infopt.run.plan import Job, Plan
 
 
 #: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
-#: for the up-front estimate when this host has no earlier run of the same notebook. Full size: the notebooks'
-#: durations in a default run (``run_notebooks.py --device cpu``, preset full-cpu, 29 min; optimize then timed
+#: for the up-front estimate when this host has no earlier run of the same notebook. Tiny: the largest of the
+#: three models' durations in ``benchmarks/full_run.py --quick`` (167 s, alone, AMD EPYC 2-core, 2026-12-06).
+#: Full size: the notebooks' durations in a default run (``run_notebooks.py --device cpu``, preset full-cpu, 29 min; optimize then timed
 #: every variant, today's ``--param search=exhaustive`` without compiled paths) measured alone on a
 #: 2-core AVX-512 CPU on 2026-11-26. GPUs are faster.
 ESTIMATE_S = {
-    "tiny": {"benchmark": 14, "profile": 14, "memory": 10, "optimize": 15, "serve": 15, "report": 10},
+    "tiny": {"benchmark": 7, "profile": 8, "memory": 7, "optimize": 22, "serve": 13, "report": 4},
     "full": {
         "benchmark": {"resnet50": 59, "gpt2": 159, "distilbert": 60},
         "profile": {"resnet50": 42, "gpt2": 79, "distilbert": 47},

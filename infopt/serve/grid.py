@@ -14,12 +14,14 @@ import pandas as pd
 
 from infopt.serve.batcher import DynamicBatcher, check_batcher_limits
 from infopt.serve.queueing import md1_peak_rate
-from infopt.serve.scenarios import ScenarioRunner, max_test_s, min_query_count
+from infopt.serve.scenarios import ScenarioRunner, lowest_testable_qps, max_test_s, min_query_count
 from infopt.serve.settings import ServeSettings
 from infopt.serve.sut import SampleLibrary, model_batch_runner
 
-#: The low-rate Server run offers this share of one batch-1 worker's capacity (1 / SingleStream p50).
+#: The low-rate Server run offers this share of one batch-1 worker's capacity (1 / SingleStream p50), for at least
+#: this many queries (a median of a handful of requests would decide the low-rate check by chance).
 LOW_RATE_UTILISATION = 0.1
+LOW_RATE_MIN_QUERIES = 20
 
 
 def batcher_grid(settings: ServeSettings) -> list[tuple[int, float]]:
@@ -70,7 +72,8 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             run_batch([type("Probe", (), {"index": 0})()])
             base_latency_s = time.perf_counter() - start
         if "server" in settings.scenarios:
-            low = runner.server(LOW_RATE_UTILISATION / base_latency_s, tag="-low-rate", judged=False)
+            low = runner.server(LOW_RATE_UTILISATION / base_latency_s, tag="-low-rate", judged=False,
+                                min_queries=min(LOW_RATE_MIN_QUERIES, settings.min_queries))
             low["role"] = "low-rate"
             limits = check_batcher_limits(runner.runs[-1].batches, 1, 0.0)
             rows.append({**low, **{f"batcher_{k}": v for k, v in limits.items()}})
@@ -89,10 +92,11 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             if "server" not in settings.scenarios or not offline.get("achieved_qps"):
                 continue
             capacity = offline["achieved_qps"]
-            if unreachable:
+            untestable = unreachable or _below_the_floor(capacity, settings)
+            if untestable:
                 rows.append({"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms,
                              "peak_qps": None, "offline_qps": capacity, "bound_ms": settings.bound_ms,
-                             "percentile": settings.percentile, "meets_bound": False, "error": unreachable})
+                             "percentile": settings.percentile, "meets_bound": False, "error": untestable})
                 continue
             estimate = md1_peak_rate(base_latency_s, settings.bound_s, settings.percentile)
             peak, tests = runner.find_peak(estimate, capacity)
@@ -125,6 +129,17 @@ def _below_the_search(tests: list[dict], estimate: float, settings: ServeSetting
     return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}. Lower rates "
             f"were not tested: LoadGen's {queries} minimum queries take more than the {max_test_s(settings):g} s one "
             f"test may last (--param max_test_s). M/D/1 from SingleStream's median predicts {estimate:.3g} QPS.")
+
+
+def _below_the_floor(capacity: float, settings: ServeSettings) -> str | None:
+    """Why no Server rate can be tested, or ``None``: even the Offline throughput is below the lowest rate whose
+    minimum queries fit in one test, so every rate the system could serve would take longer than a test may."""
+    floor = lowest_testable_qps(settings)
+    if capacity >= floor:
+        return None
+    return (f"not searched: the Offline throughput, {capacity:.3g} QPS, is below the lowest testable rate, "
+            f"{floor:.3g} QPS (LoadGen's {min_query_count(settings)} minimum queries within the {max_test_s(settings):g} "
+            "s one test may last: --param max_test_s)")
 
 
 def _token_rows(model, variant, settings, log_root, library, new_tokens) -> list[dict]:

@@ -124,13 +124,16 @@ class ScenarioRunner:
                                                      offline_qps=1.5 * row["achieved_qps"]), "")
         return row
 
-    def server(self, target_qps: float, tag: str | None = None, *, judged: bool = True) -> dict:
-        """One Server test at ``target_qps``. ``judged=False`` (the low-rate run, read for its p50 only): the
-        minimum duration alone, no minimum query count, so a slow rate does not take minutes."""
+    def server(self, target_qps: float, tag: str | None = None, *, judged: bool = True,
+               min_queries: int = 1) -> dict:
+        """One Server test at ``target_qps``. ``judged=False`` (a run read for its percentiles only, not for a
+        verdict): the minimum duration and ``min_queries``, not the strict minimum query count, so a slow rate
+        does not take minutes."""
         scenario = "server-tokens" if self.token_latencies else "server"
         ts = test_settings(scenario, self.settings, target_qps=target_qps, token_latencies=self.token_latencies)
         if not judged:
-            ts.min_query_count = 1
+            ts.min_query_count = min_queries
+            ts.max_duration_ms = max(ts.max_duration_ms, int(1500 * min_queries / target_qps))
         return self._run(scenario, ts, tag if tag is not None else f"-{target_qps:.4g}qps", target_qps)
 
     def find_peak(self, start_qps: float, high_qps: float) -> tuple[float | None, list[dict]]:
