@@ -10,6 +10,7 @@ measured cold unless ``--keep-cache DIR`` names a cache to reuse. Target: at mos
     python benchmarks/full_run.py                # the default CPU run (run it alone)
     python benchmarks/full_run.py --quick        # the --quick run instead (target: at most 90 s)
     python benchmarks/full_run.py --quick --models resnet50   # the smallest run: proves the script works
+    python benchmarks/full_run.py --keep /tmp/runs   # keep the run folder (serving rows, checks) for the note
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="time the --quick run instead of the default one")
     parser.add_argument("--models", nargs="+", help="models to run (default: the runner's three)")
     parser.add_argument("--keep-cache", help="an Inductor cache folder to reuse (default: a cold, temporary one)")
+    parser.add_argument("--keep", type=Path, help="copy the run folder here when it ends (default: only the figures "
+                                                  "printed here survive)")
     args = parser.parse_args(argv)
     machine = check_machine(3.0)
     if machine.busy:
@@ -65,6 +69,9 @@ def main(argv=None) -> int:
             print(f"  {entry.get('model') or '-':12} {entry.get('notebook'):10} {entry.get('status'):10} "
                   f"{duration if duration is None else round(duration)} s")
         print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs")
+        if args.keep and run_dir.exists():
+            shutil.copytree(run_dir, args.keep / run_dir.name, dirs_exist_ok=False)
+            print(f"run folder kept in {args.keep / run_dir.name}")
     return result.returncode
 
 

@@ -122,9 +122,13 @@ def test_the_peak_search_never_tests_a_rate_below_the_lowest_testable_one(tmp_pa
     with DynamicBatcher(_sleeper(0.004), max_batch=1, max_wait_s=0.0) as batcher:
         runner_ = ScenarioRunner(batcher, 16, settings, tmp_path / "loadgen", "fake")
         peak, rows = runner_.find_peak(1.0, 200.0)  # a start below the floor is raised to it
+        assert peak is None
+        assert [row["target_qps"] for row in rows] == [pytest.approx(floor)]
+        assert not rows[0]["meets_bound"]
+        # a start above the floor that fails: halving stops at the floor itself, which is still tried
+        peak, rows = runner_.find_peak(1.5 * floor, 200.0)
     assert peak is None
-    assert [row["target_qps"] for row in rows] == [pytest.approx(floor)]
-    assert not rows[0]["meets_bound"]
+    assert [row["target_qps"] for row in rows] == [pytest.approx(1.5 * floor), pytest.approx(floor)]
 
 
 SUMMARY = """================================================

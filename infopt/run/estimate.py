@@ -10,30 +10,27 @@ from infopt.run.plan import Job, Plan
 
 
 #: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
-#: for the up-front estimate when this host has no earlier run of the same notebook. Tiny: the largest of the
-#: three models' durations in ``benchmarks/full_run.py --quick`` (167 s, alone, AMD EPYC 2-core, 2026-12-06).
-#: Full size: the notebooks' durations in a default run (``run_notebooks.py --device cpu``, preset full-cpu, 29 min; optimize then timed
-#: every variant, today's ``--param search=exhaustive`` without compiled paths) measured alone on a
-#: 2-core AVX-512 CPU on 2026-11-26. GPUs are faster.
+#: for the up-front estimate when this host has no earlier run of the same notebook, measured alone on a 2-core
+#: AMD EPYC (AVX-512) on 2026-12-06. Tiny: the largest of the three models' durations in
+#: ``benchmarks/full_run.py --quick`` (167 s). Full size: the default run (``benchmarks/full_run.py``, preset
+#: full-cpu, racing search with compiled paths, serve with a 60 s grid budget per variant: 2510 s). GPUs are faster.
 ESTIMATE_S = {
     "tiny": {"benchmark": 7, "profile": 8, "memory": 7, "optimize": 22, "serve": 13, "report": 4},
     "full": {
-        "benchmark": {"resnet50": 59, "gpt2": 159, "distilbert": 60},
-        "profile": {"resnet50": 42, "gpt2": 79, "distilbert": 47},
-        "memory": {"resnet50": 14, "gpt2": 44, "distilbert": 15},
-        "optimize": {"resnet50": 276, "gpt2": 736, "distilbert": 201},
-        # serve: NOT measured yet (a first guess from its budgets: two variants x (grid budget 180 s + SingleStream,
-        # low-rate and token tests)); the lead replaces it with the notebook's duration measured alone
-        "serve": {"resnet50": 480, "gpt2": 540, "distilbert": 480},
-        "report": 10,
+        "benchmark": {"resnet50": 68, "gpt2": 169, "distilbert": 66},
+        "profile": {"resnet50": 38, "gpt2": 86, "distilbert": 45},
+        "memory": {"resnet50": 14, "gpt2": 45, "distilbert": 12},
+        "optimize": {"resnet50": 307, "gpt2": 668, "distilbert": 258},
+        "serve": {"resnet50": 187, "gpt2": 302, "distilbert": 217},
+        "report": 6,
     },
 }
 
 #: The racing search (the default): the optimize notebook takes its race budget (``optimize_budget_s``) plus
 #: the seconds below for what the budget leaves out (loading, accuracy checks, compilation, confirming the
-#: finalists, gpt2's generation variants). A first allowance, not yet a measurement: replace it with the
-#: notebooks' durations from ``benchmarks/full_run.py``; a host's own earlier runs take precedence anyway.
-RACE_ALLOWANCE_S = {"tiny": 15, "full": {"resnet50": 120, "gpt2": 240, "distilbert": 100}}
+#: finalists, gpt2's generation variants): the same default run's optimize durations less its 60 s budget; a
+#: host's own earlier runs take precedence anyway.
+RACE_ALLOWANCE_S = {"tiny": 15, "full": {"resnet50": 247, "gpt2": 608, "distilbert": 198}}
 
 
 def notebook_estimate(job: Job, quick: bool) -> float:

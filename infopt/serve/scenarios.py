@@ -142,7 +142,7 @@ class ScenarioRunner:
         The search starts at ``start_qps`` (the grid passes the M/D/1 prediction from SingleStream's median,
         :mod:`infopt.serve.queueing`), clipped to [:func:`lowest_testable_qps`, ``high_qps``]. A start that
         passes is refined upwards towards ``high_qps`` (the Offline throughput); one that fails is halved
-        until a rate passes or the next would be below the lowest testable rate, then refined between the
+        until a rate passes, the lowest testable rate being the last one tried, then refined between the
         last pass and the first fail. ``settings.bisection_steps`` bounds the halvings and the refinement
         steps each. Every test's row is returned (the latency-vs-load chart draws them)."""
         floor = lowest_testable_qps(self.settings)
@@ -153,13 +153,14 @@ class ScenarioRunner:
         else:
             good, bad = None, start
             for _ in range(self.settings.bisection_steps):
-                if bad / 2 < floor:
+                lower = max(bad / 2, floor)  # the lowest testable rate is the last one tried
+                if lower >= bad:
                     break
-                rows.append(self.server(bad / 2))
+                rows.append(self.server(lower))
                 if rows[-1]["meets_bound"]:
-                    good = bad / 2
+                    good = lower
                     break
-                bad = bad / 2
+                bad = lower
             if good is None:
                 return None, rows
         for _ in range(self.settings.bisection_steps):
