@@ -179,7 +179,7 @@ def lowest_testable_qps(settings: ServeSettings) -> float:
     """The lowest Server rate whose minimum query count LoadGen can issue within one test's time cap
     (``extras["max_test_s"]``, 60 s unless told), with 10% slack for Poisson arrivals (two standard deviations
     of the count at these sizes): 459 p99 queries in a minute is 8.4 QPS. Lower rates are not tested; the peak
-    row then says how long such a test would take."""
+    row then says so, with the cap that would let them be (``--param max_test_s``)."""
     return 1.1 * min_query_count(settings) / max_test_s(settings)
 
 
