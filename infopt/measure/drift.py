@@ -173,19 +173,17 @@ def drift_between(base: dict | None, new: dict | None, repeat_spreads: tuple[flo
     logs = [sum(map(math.log, new_times[n])) / len(new_times[n]) - sum(map(math.log, base_times[n])) /
             len(base_times[n]) for n in shared]
     log_factor = sum(logs) / len(logs)
-    base_spread = max(within_run_spread(base), repeat_spreads[0])
-    new_spread = max(within_run_spread(new), repeat_spreads[1])
-    spread = math.hypot(base_spread, new_spread)
+    reference_spreads = (within_run_spread(base), within_run_spread(new))
+    spread = math.hypot(*(max(pair) for pair in zip(reference_spreads, repeat_spreads)))
     # two kernels that disagree about the machine's change, and the reference's own CI, are uncertainty too
     spread = max(spread, (max(logs) - min(logs)) / 2, reference_ci(base), reference_ci(new))
-    factor = math.exp(log_factor)
+    band = max(abs(log_factor), spread)
     pct = lambda log: 100 * (math.exp(log) - 1)  # noqa: E731
     repeated = (f"; a point timed twice in one run moved up to {pct(max(repeat_spreads)):.1f}%"
                 if max(repeat_spreads) > 0 else "")
     detail = (f"reference workload {pct(log_factor):+.1f}% between the runs, moved up to "
-              f"{pct(max(within_run_spread(base), within_run_spread(new))):.1f}% within a run{repeated}; "
-              f"band {pct(max(abs(log_factor), spread)):.1f}%")
-    return Drift(factor=factor, band=max(abs(log_factor), spread), spread=spread, known=True, detail=detail)
+              f"{pct(max(reference_spreads)):.1f}% within a run{repeated}; band {pct(band):.1f}%")
+    return Drift(factor=math.exp(log_factor), band=band, spread=spread, known=True, detail=detail)
 
 
 __all__ = ["CONV_SHAPE", "Drift", "MATMUL_SIZE", "REFERENCE_KERNELS", "REFERENCE_TIMING", "REFERENCE_VERSION",

@@ -74,9 +74,12 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
             quick = bool(plan.settings.get("quick"))
             if timed:  # machine drift: the fixed reference workload before the first and after the last notebook
                 record_drift(manifest, "start", reference_device, quick)
-            # ... and after each timing notebook but the last (the local executor only: Ray's run elsewhere)
-            context.after_job = lambda job: (record_drift(manifest, "checkpoint", reference_device, quick, job.key)
-                                             if job.notebook in TIMING_NOTEBOOKS and job is not timed[-1] else None)
+
+            def checkpoint(job):  # ... and after each timing notebook but the last (local executor: Ray's run elsewhere)
+                if job.notebook in TIMING_NOTEBOOKS and job is not timed[-1]:
+                    record_drift(manifest, "checkpoint", reference_device, quick, job.key)
+
+            context.after_job = checkpoint
             executor_for(args).run(timed, context)
             if timed:
                 record_drift(manifest, "end", reference_device, quick)

@@ -94,9 +94,7 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             capacity = offline["achieved_qps"]
             untestable = unreachable or _below_the_floor(capacity, settings)
             if untestable:
-                rows.append({"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms,
-                             "peak_qps": None, "offline_qps": capacity, "bound_ms": settings.bound_ms,
-                             "percentile": settings.percentile, "meets_bound": False, "error": untestable})
+                rows.append(_peak_row(max_batch, wait_ms, capacity, settings, None, error=untestable))
                 continue
             estimate = md1_peak_rate(base_latency_s, settings.bound_s, settings.percentile)
             peak, tests = runner.find_peak(estimate, capacity)
@@ -104,11 +102,9 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             tests = _tag(tests, role="bisection", offline_qps=capacity)
             tests[-1].update({f"batcher_{k}": v for k, v in limits.items()})
             rows.extend(tests)
-            rows.append({"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms,
-                         "peak_qps": peak, "offline_qps": capacity, "bound_ms": settings.bound_ms,
-                         "percentile": settings.percentile, "meets_bound": peak is not None,
-                         "md1_estimate_qps": estimate, "verdict_basis": tests[-1].get("verdict_basis"),
-                         "error": None if peak is not None else _below_the_search(tests, estimate, settings)})
+            rows.append(_peak_row(max_batch, wait_ms, capacity, settings, peak, md1_estimate_qps=estimate,
+                                  verdict_basis=tests[-1].get("verdict_basis"),
+                                  error=None if peak is not None else _below_the_search(tests, estimate, settings)))
     for max_batch, wait_ms in skipped:
         rows.append({"scenario": "server", "role": "skipped", "max_batch": max_batch, "max_wait_ms": wait_ms,
                      "error": f"not measured: the grid's budget of {grid_budget_s:g} s was spent"})
@@ -120,15 +116,27 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
     return frame
 
 
+def _peak_row(max_batch: int, wait_ms: float, capacity: float, settings: ServeSettings, peak: float | None,
+              **fields) -> dict:
+    """The ``peak`` row of one batcher setting: its peak QPS under the bound (``None``: none; ``error`` says why)."""
+    return {"scenario": "server", "role": "peak", "max_batch": max_batch, "max_wait_ms": wait_ms, "peak_qps": peak,
+            "offline_qps": capacity, "bound_ms": settings.bound_ms, "percentile": settings.percentile,
+            "meets_bound": peak is not None, **fields}
+
+
+def _test_cap(settings: ServeSettings) -> str:
+    """Why low rates go untested, in the words both messages below use."""
+    return (f"LoadGen's {min_query_count(settings)} minimum queries take more than the {max_test_s(settings):g} s "
+            "one test may last (--param max_test_s)")
+
+
 def _below_the_search(tests: list[dict], estimate: float, settings: ServeSettings) -> str:
     """Why no peak: every tested rate failed, and lower ones would take longer than one test may."""
     lowest = min(tests, key=lambda row: row.get("target_qps") or math.inf)
     at = lowest.get("latency_at_percentile_ms")
     latency = f", p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else ""
-    queries = min_query_count(settings)
     return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}. Lower rates "
-            f"were not tested: LoadGen's {queries} minimum queries take more than the {max_test_s(settings):g} s one "
-            f"test may last (--param max_test_s). M/D/1 from SingleStream's median predicts {estimate:.3g} QPS.")
+            f"were not tested: {_test_cap(settings)}. M/D/1 from SingleStream's median predicts {estimate:.3g} QPS.")
 
 
 def _below_the_floor(capacity: float, settings: ServeSettings) -> str | None:
@@ -138,8 +146,7 @@ def _below_the_floor(capacity: float, settings: ServeSettings) -> str | None:
     if capacity >= floor:
         return None
     return (f"not searched: the Offline throughput, {capacity:.3g} QPS, is below the lowest testable rate, "
-            f"{floor:.3g} QPS (LoadGen's {min_query_count(settings)} minimum queries within the {max_test_s(settings):g} "
-            "s one test may last: --param max_test_s)")
+            f"{floor:.3g} QPS: {_test_cap(settings)}")
 
 
 def _token_rows(model, variant, settings, log_root, library, new_tokens) -> list[dict]:
