@@ -66,7 +66,7 @@ plots.show(summary.chart(headline), charts, "summary")
 # ## Did it get slower?
 # This run against each run `compare_runs` lists (that run the base, this one the new): per target, model, variant
 # and batch size, the change of the median with a 95% bootstrap interval, the change divided by the machine's
-# drift (the reference workload both runs timed at their start and end), the verdict, and what changed in the
+# drift (the reference workload both runs timed at their start, after each timing notebook and at their end), the verdict, and what changed in the
 # environment. The same table as `python -m infopt.compare BASE NEW` (docs/regressions.md).
 
 # %%

@@ -320,3 +320,19 @@ def test_md1_beyond_the_exact_span_uses_the_exponential_tail_and_errs_low():
     assert exact_tail <= approx_tail <= 1.10 * exact_tail  # the tail's constant left out: a little pessimistic
     peak = md1_peak_rate(0.001, 0.100, 99)
     assert 900 < peak < 1000 and md1_latency_percentile_met(peak, 0.001, 0.100, 99)
+
+
+def test_the_latency_vs_load_chart_draws_the_bound_at_its_value_on_the_log_axis():
+    """The bound is a dashed trace in data coordinates: a shape (add_hline) on a log axis takes its y as log10,
+    which drew a 100 ms bound at 10^100 ms and stretched the axis to 10^98."""
+    from infopt.report.serving_chart import latency_vs_offered_load
+
+    frame = pd.DataFrame([{"variant": "fp32", "scenario": "server", "target_qps": qps, "latency_p50_ms": p50,
+                           "latency_at_percentile_ms": p99, "meets_bound": p99 <= 100, "bound_ms": 100.0,
+                           "percentile": 99.0, "max_batch": 1, "max_wait_ms": 0.0}
+                          for qps, p50, p99 in ((5, 40, 60), (10, 50, 90), (20, 80, 300))])
+    fig = latency_vs_offered_load(frame)
+    assert not fig.layout.shapes and fig.layout.yaxis.type == "log"
+    bound = [trace for trace in fig.data if trace.name.startswith("bound")]
+    assert len(bound) == 1 and list(bound[0].y) == [100.0, 100.0] and list(bound[0].x) == [5, 20]
+    assert bound[0].name == "bound: p99 <= 100 ms"

@@ -31,9 +31,11 @@ def latency_vs_offered_load(frame: pd.DataFrame, title: str = "Latency vs offere
         fig.add_trace(go.Scatter(x=part["target_qps"], y=part["latency_p50_ms"], mode="lines+markers",
                                  name=f"{series} p50", legendgroup=series, line={"dash": "dot"}))
     bound = data["bound_ms"].dropna()
-    if not bound.empty:
-        fig.add_hline(y=float(bound.iloc[0]), line_dash="dash", line_color="red",
-                      annotation_text=f"bound: p{percentile:g} <= {float(bound.iloc[0]):g} ms")
+    if not bound.empty:  # a trace, not add_hline: a shape's y on a log axis is read as log10(y) (10^100 for 100 ms)
+        limit, rates = float(bound.iloc[0]), data["target_qps"]
+        fig.add_trace(go.Scatter(x=[rates.min(), rates.max()], y=[limit, limit], mode="lines",
+                                 name=f"bound: p{percentile:g} <= {limit:g} ms",
+                                 line={"dash": "dash", "color": "red"}, hoverinfo="name"))
     fig.update_layout(title=title, template=TEMPLATE, hovermode="closest",
                       xaxis_title="offered load (LoadGen target QPS, Poisson arrivals)",
                       yaxis_title="latency (ms, LoadGen; crosses: bound not met)", yaxis_type="log")
