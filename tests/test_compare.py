@@ -69,6 +69,22 @@ def test_a_known_regression_is_slower_and_a_slower_machine_is_drift(tmp_path):
     assert set(faster.rows["verdict"]) == {"faster"}
 
 
+def test_a_change_that_shows_only_after_dividing_by_the_reference_is_not_a_regression(tmp_path):
+    """The reference kernels need not track a workload: here they read 12% faster while the code's rows moved 4%.
+    Normalised, that is +18%; raw, it is within the drift band. Neither slower nor a gate failure."""
+    base = make_run(tmp_path, "base")
+    new = make_run(tmp_path, "new", scale=1.04, reference=0.88, seed=9)
+    comparison = compare_runs(base, new)
+    assert (comparison.rows["normalised_ratio"] > 1.15).all()
+    assert set(comparison.rows["verdict"]) == {"within machine drift"}
+    assert main([str(base), str(new), "--fail-above", "10"]) == 0
+    # a real 20% on the same faster-reading machine is slower, and the gate uses the smaller of the two changes
+    real = make_run(tmp_path, "real", scale=1.2, reference=0.88, seed=10)
+    assert set(compare_runs(base, real).rows["verdict"]) == {"slower"}
+    assert main([str(base), str(real), "--fail-above", "25"]) == 0  # raw +20% is under 25%, normalised +36% is not
+    assert main([str(base), str(real), "--fail-above", "10"]) == 1
+
+
 def test_a_run_whose_machine_moved_within_it_needs_a_larger_change(tmp_path):
     base = make_run(tmp_path, "base", spread=1.15)  # the reference moved 15% between start and end
     comparison = compare_runs(base, make_run(tmp_path, "new", scale=1.08, seed=6, spread=1.15))

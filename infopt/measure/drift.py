@@ -2,12 +2,13 @@
 
 A 2-core VM (or a laptop on battery, or a GPU that heats up) changes speed by 10-25% from minute to minute,
 so a ratio of two runs' medians is partly the machine. Every run times the same two small kernels (a fixed
-fp32 matmul and a fixed convolution, about a second each) before its first notebook, after each timing notebook
+fp32 matmul and a fixed convolution, under a second each, in alternating blocks) before its first notebook, after each timing notebook
 (``checkpoints``: the local runner) and after its last, and records them in ``run.json``; a comparison divides
 its ratios by the ratio of the two runs' reference times and treats a change smaller than the reference's own
 change as drift, not as a regression.
 
-The reference's time of one run is the geometric mean of its medians (every moment, both kernels); its
+A moment's time of one kernel is its fastest block's median (see :data:`REFERENCE_TIMING`). The reference's
+time of one run is the geometric mean of those (every moment, both kernels); its
 *spread* is the largest ``log(slowest / fastest)`` of one kernel over the run's moments (how much the machine
 moved within the run; more moments show more of it).
 """
@@ -16,20 +17,25 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import statistics
 from dataclasses import dataclass
 
 import torch
 
-from infopt.measure.timing import TimingConfig, measure
+from infopt.measure.timing import make_timer, thread_count
 
-#: Shapes of the reference kernels; changing them makes old runs incomparable, hence the version.
-REFERENCE_VERSION = 1
+#: Shapes of the reference kernels and how they are timed; changing either makes old runs incomparable.
+REFERENCE_VERSION = 2
 MATMUL_SIZE = 256
 CONV_SHAPE = (1, 16, 64, 64)  # N, C, H, W; a 3x3 convolution C -> C, padding 1
-#: Timing of each kernel: about one second, tight CI target (the kernels are small, samples are many).
-REFERENCE_TIMING = dict(min_samples=50, min_time_s=0.5, max_time_s=1.0, target_rel_ci=0.005, min_warmup=5,
-                        warmup_window=5, warmup_tol=0.05, max_warmup_s=0.5)
+#: Timing of one moment: the two kernels in alternating blocks (matmul, conv, matmul, ...), ``blocks`` of each,
+#: ``block_s`` seconds per block. A shared VM has slow spells of 0.1-0.3 s (measured here: 9% of 100 ms windows
+#: ran 30-60% slow), so one long median lands in a spell now and then; the fastest block's median does not
+#: (over 10 moments it varied +-7% where the plain median varied +-18%).
+REFERENCE_TIMING = dict(blocks=8, block_s=0.1, warmup_calls=10)
 REFERENCE_KERNELS = ("matmul", "conv")
+#: A GPU runs these kernels in microseconds: its blocks stop at this many calls.
+MAX_BLOCK_CALLS = 2000
 
 
 def reference_kernels(device: str | torch.device = "cpu") -> dict:
@@ -47,26 +53,40 @@ def describe_reference() -> dict:
     """What the reference workload is, recorded next to its times."""
     return {"version": REFERENCE_VERSION, "matmul": f"fp32 {MATMUL_SIZE}x{MATMUL_SIZE} @ {MATMUL_SIZE}x{MATMUL_SIZE}",
             "conv": f"fp32 conv2d 3x3, input {'x'.join(map(str, CONV_SHAPE))}, {CONV_SHAPE[1]} filters, padding 1",
-            "timing": dict(REFERENCE_TIMING)}
+            "timing": dict(REFERENCE_TIMING),
+            "speed": "per kernel, the fastest block's median (speed_ms): the machine's pace outside slow spells"}
 
 
 def time_reference(device: str | torch.device = "cpu", num_threads: int | None = None, **timing) -> dict:
-    """Time both reference kernels on ``device``; one dict per kernel (median, its 95% CI, n) plus when and where.
+    """Time both reference kernels on ``device`` in alternating blocks; per kernel its ``speed_ms`` (fastest
+    block's median), ``median_ms`` (all samples), the block medians and ``n``, plus when and where.
 
-    ``timing`` overrides :data:`REFERENCE_TIMING` (tests use shorter budgets).
+    ``timing`` overrides :data:`REFERENCE_TIMING` (quick runs and tests use shorter budgets).
     """
-    config = TimingConfig(**{**REFERENCE_TIMING, **timing, "num_threads": num_threads})
+    settings = {**REFERENCE_TIMING, **timing}
     record = {"utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "device": str(device)}
-    for name, kernel in reference_kernels(device).items():
-        result = measure(kernel, device, config)
-        record[name] = {"median_ms": result.median_ms, "ci_low_ms": result.ci_low_ms,
-                        "ci_high_ms": result.ci_high_ms, "n": result.n, "num_threads": result.num_threads,
-                        "interference": result.interference}
+    timer, kernels = make_timer(device), reference_kernels(device)
+    samples: dict[str, list[float]] = {name: [] for name in kernels}
+    blocks: dict[str, list[float]] = {name: [] for name in kernels}
+    with thread_count(num_threads) as threads, torch.inference_mode():
+        calls = {}
+        for name, kernel in kernels.items():
+            warm = timer.run_block(kernel, settings["warmup_calls"])
+            calls[name] = min(MAX_BLOCK_CALLS, max(3, int(settings["block_s"] / max(statistics.median(warm) / 1e3, 1e-7))))
+        for _ in range(settings["blocks"]):
+            for name, kernel in kernels.items():
+                block = timer.run_block(kernel, calls[name])
+                samples[name] += block
+                blocks[name].append(statistics.median(block))
+    for name in kernels:
+        record[name] = {"speed_ms": min(blocks[name]), "median_ms": statistics.median(samples[name]),
+                        "block_medians_ms": blocks[name], "n": len(samples[name]),
+                        "num_threads": threads}
     return record
 
 
 #: Shorter budget of ``--quick`` runs (their rows are short too, so a quick run stays quick).
-QUICK_TIMING = dict(min_samples=30, min_time_s=0.2, max_time_s=0.4)
+QUICK_TIMING = dict(blocks=4, block_s=0.05)
 
 
 def record_reference(record: dict | None, moment: str, device: str = "cpu", quick: bool = False,
@@ -96,12 +116,14 @@ def _moments(run_record: dict) -> list:
     return [run_record.get("start"), *(checkpoints if isinstance(checkpoints, list) else []), run_record.get("end")]
 
 
-def _kernel_medians(record: dict | None) -> dict[str, float]:
+def moment_times(record: dict | None) -> dict[str, float]:
+    """Per kernel, the time (ms) one timed moment stands for: its ``speed_ms`` (a version-1 record: its median)."""
     if not isinstance(record, dict):
         return {}
     medians = {}
     for name in REFERENCE_KERNELS:
-        value = (record.get(name) or {}).get("median_ms") if isinstance(record.get(name), dict) else None
+        timed = record.get(name) if isinstance(record.get(name), dict) else {}
+        value = timed.get("speed_ms", timed.get("median_ms"))  # version 1 records had only the median
         if isinstance(value, (int, float)) and value > 0 and math.isfinite(value):
             medians[name] = float(value)
     return medians
@@ -114,7 +136,7 @@ def reference_times(run_record: dict | None) -> dict[str, list[float]]:
     if not isinstance(run_record, dict):
         return times
     for moment in _moments(run_record):
-        for name, value in _kernel_medians(moment).items():
+        for name, value in moment_times(moment).items():
             times.setdefault(name, []).append(value)
     return times
 
@@ -187,5 +209,5 @@ def drift_between(base: dict | None, new: dict | None, repeat_spreads: tuple[flo
 
 
 __all__ = ["CONV_SHAPE", "Drift", "MATMUL_SIZE", "REFERENCE_KERNELS", "REFERENCE_TIMING", "REFERENCE_VERSION",
-           "QUICK_TIMING", "describe_reference", "drift_between", "record_reference", "reference_ci",
+           "QUICK_TIMING", "describe_reference", "drift_between", "moment_times", "record_reference", "reference_ci",
            "reference_kernels", "reference_times", "time_reference", "within_run_spread"]

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from infopt.errors import InvalidInputError
+from infopt.measure.drift import moment_times
 from infopt.names import safe_name
 
 EXPERIMENT = "infopt"
@@ -85,10 +86,8 @@ def headline_metrics(run_dir: str | Path) -> dict[str, float]:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     reference = manifest.get("reference_workload") or {}
     for moment in ("start", "end"):
-        for kernel in ("matmul", "conv"):
-            value = _number(((reference.get(moment) or {}).get(kernel) or {}).get("median_ms"))
-            if value is not None:
-                metrics[_key("reference", moment, kernel, "ms")] = value
+        for kernel, value in moment_times(reference.get(moment)).items():
+            metrics[_key("reference", moment, kernel, "ms")] = value
     return metrics
 
 
