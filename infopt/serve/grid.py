@@ -16,7 +16,7 @@ from infopt.serve.batcher import DynamicBatcher, check_batcher_limits
 from infopt.serve.queueing import md1_peak_rate
 from infopt.serve.scenarios import ScenarioRunner, lowest_testable_qps, max_test_s, min_query_count
 from infopt.serve.settings import ServeSettings
-from infopt.serve.sut import SampleLibrary, model_batch_runner
+from infopt.serve.sut import QueryPayload, SampleLibrary, batch_buckets, model_batch_runner, warm_up_sizes
 
 #: The low-rate Server run offers this share of one batch-1 worker's capacity (1 / SingleStream p50), for at least
 #: this many queries (a median of a handful of requests would decide the low-rate check by chance).
@@ -56,7 +56,8 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
     ``generate`` path is the model's own)."""
     library = SampleLibrary(model, settings.samples, seq_len, settings.seed)
     run_batch = model_batch_runner(model, library)
-    run_batch([type("Warm", (), {"index": 0})()])  # one warm-up forward before LoadGen's clock starts
+    warm_up_sizes(run_batch, [1])  # before LoadGen's clock starts
+    static_shapes = bool(getattr(model, "compiled", False))  # one compiled graph per batch size
     rows: list[dict] = []
     log_root = Path(log_root)
 
@@ -69,7 +70,7 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
             unreachable = bound_out_of_reach(rows[-1], settings)
         if base_latency_s is None:
             start = time.perf_counter()
-            run_batch([type("Probe", (), {"index": 0})()])
+            run_batch([QueryPayload(-1, 0)])
             base_latency_s = time.perf_counter() - start
         if "server" in settings.scenarios:
             low = runner.server(LOW_RATE_UTILISATION / base_latency_s, tag="-low-rate", judged=False,
@@ -84,10 +85,14 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
         if time.perf_counter() - started > grid_budget_s:
             skipped.append((max_batch, wait_ms))
             continue
-        with DynamicBatcher(run_batch, max_batch, wait_ms / 1000.0) as batcher:
+        buckets = batch_buckets(max_batch) if static_shapes else None
+        batched = model_batch_runner(model, library, buckets)
+        warm_up_s = warm_up_sizes(batched, buckets or [max_batch])
+        with DynamicBatcher(batched, max_batch, wait_ms / 1000.0) as batcher:
             runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-b{max_batch}-w{wait_ms:g}")
             offline = runner.offline(expected_qps=1.0 / base_latency_s)  # batch-1 rate; rerun at 1.5x if short
-            offline["role"] = "offline"
+            offline.update(role="offline", warm_up_s=warm_up_s,
+                           padded_to=",".join(map(str, buckets)) if buckets else None)
             rows.append(offline)
             if "server" not in settings.scenarios or not offline.get("achieved_qps"):
                 continue

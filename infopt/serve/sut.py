@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -46,16 +47,46 @@ class SampleLibrary:
         return {key: torch.cat([s[key] for s in picked], dim=0) for key in picked[0]}
 
 
-def model_batch_runner(model, library: SampleLibrary) -> Callable[[list[QueryPayload]], list]:
-    """A batch function for the batcher: one forward over the batch's samples, finished on the device."""
+def batch_buckets(max_batch: int) -> list[int]:
+    """The batch sizes a static-shape (compiled) model runs behind a batcher of ``max_batch``: the powers of two
+    below it and ``max_batch`` itself. A compiled variant builds one graph per batch size (``dynamic=False``), so
+    serving every size from 1 to 16 would compile 16 graphs, each while a request waits."""
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_batch]
+
+
+def model_batch_runner(model, library: SampleLibrary, buckets: Sequence[int] | None = None
+                       ) -> Callable[[list[QueryPayload]], list]:
+    """A batch function for the batcher: one forward over the batch's samples, finished on the device.
+
+    ``buckets``: pad each batch (repeating its last sample) to the smallest of these sizes that holds it, so a
+    static-shape model only ever sees those sizes (the padding's work is part of the measured latency, as in a
+    real server that pads)."""
 
     def run(payloads: list[QueryPayload]) -> list:
+        indices = [p.index for p in payloads]
+        if buckets:
+            size = min((b for b in buckets if b >= len(indices)), default=len(indices))
+            indices += [indices[-1]] * (size - len(indices))
         with torch.inference_mode():
-            model(library.batch([p.index for p in payloads]))
+            model(library.batch(indices))
         synchronize(model.device)
         return [None] * len(payloads)
 
     return run
+
+
+def warm_up_sizes(run_batch: Callable[[list], list], sizes: Sequence[int]) -> float:
+    """Run one batch of each size (twice: a compiled graph may specialise on the second call) before LoadGen's
+    clock starts; returns the seconds it took (compilation included)."""
+    started = time.perf_counter()
+    for size in sizes:
+        for _ in range(2):
+            run_batch([QueryPayload(-1, 0)] * size)
+    return time.perf_counter() - started
 
 
 @dataclass
@@ -115,4 +146,5 @@ def run_loadgen(settings, batcher: DynamicBatcher, library_size: int, log_dir: s
                       list(batcher.records), list(batcher.errors))
 
 
-__all__ = ["LOADGEN_SCENARIO", "LoadGenRun", "QueryPayload", "SampleLibrary", "model_batch_runner", "run_loadgen"]
+__all__ = ["LOADGEN_SCENARIO", "LoadGenRun", "QueryPayload", "SampleLibrary", "batch_buckets", "model_batch_runner", "run_loadgen",
+           "warm_up_sizes"]
