@@ -724,7 +724,6 @@ def test_a_single_target_run_keeps_its_keys_folders_and_manifest_fields(tmp_path
 
 def test_two_targets_run_one_after_another_and_resume_keeps_both(tmp_path, stub_notebooks, monkeypatch, capsys):
     _gpu_visible(monkeypatch)
-    monkeypatch.setattr(runner, "MACHINE_CHECK_S", 0.2)
     monkeypatch.setenv(FAIL_ENV, "gpt2")
     args = _base(tmp_path, "--device", "cuda", "cpu", "--notebook-dir", str(stub_notebooks), "--notebooks",
                  "benchmark", "--models", "resnet50", "gpt2", "--no-html")

@@ -37,8 +37,10 @@ from infopt.run.executors import LocalExecutor, RunContext, executor_for
 from infopt.run.manifest import Manifest, RunLock, mark_resumable
 from infopt.run.plan import Plan, RunnerError, build_plan, read_manifest
 
-#: Seconds the machine is watched before the first timing notebook (infopt.measure.interference.check_machine).
+#: Seconds the machine is watched before the first timing notebook (infopt.measure.interference.check_machine);
+#: a quick run's smoke figures are not results, so it looks for one second.
 MACHINE_CHECK_S = 3.0
+QUICK_MACHINE_CHECK_S = 1.0
 
 
 def stop_jobs(plan: Plan, status: str, error: str) -> None:
@@ -264,7 +266,7 @@ def start(plan: Plan, args, command: list[str]) -> int:
         # a GPU resolved on this machine is watched too (NVML); a target Ray places elsewhere is not this machine
         watched = next((t.device for t in plan.targets if t.kind == "cuda" and ":" in t.device), None) \
             or next((t.device for t in plan.targets if t.kind == "mps"), "cpu")
-        state = check_machine(MACHINE_CHECK_S, watched)
+        state = check_machine(QUICK_MACHINE_CHECK_S if args.quick else MACHINE_CHECK_S, watched)
         manifest.data["machine_check"] = state.to_dict()
         if state.busy:
             print(state.line + (". Refusing to measure (--strict-quiet)." if args.strict_quiet else
@@ -277,4 +279,4 @@ def start(plan: Plan, args, command: list[str]) -> int:
     return run_plan(plan, args, command, manifest)
 
 
-__all__ = ["MACHINE_CHECK_S", "main", "print_summary", "run_plan", "start", "stop_jobs", "take_run_folder"]
+__all__ = ["MACHINE_CHECK_S", "QUICK_MACHINE_CHECK_S", "main", "print_summary", "run_plan", "start", "stop_jobs", "take_run_folder"]
