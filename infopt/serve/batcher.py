@@ -75,6 +75,21 @@ class DynamicBatcher:
             self._worker.join()
             self._worker = None
 
+    @property
+    def running(self) -> bool:
+        """True while a worker thread (:meth:`start`) serves the queue."""
+        return self._worker is not None
+
+    def work_here(self) -> None:
+        """Serve the queue in the calling thread until :meth:`stop_soon`: how a model is served, since a model
+        run from a thread other than the one that set torch's threads up is slower (measured here, resnet50 fp32
+        batch 1 on 2 threads: 20% back to back, 50% with 0.8 s idle gaps, while the main thread did not slow)."""
+        self._loop()
+
+    def stop_soon(self) -> None:
+        """Ask :meth:`work_here` to return once the requests queued before this call are answered."""
+        self._queue.put(_STOP)
+
     def submit(self, payload, on_done: Callable[[Request, Any], None]) -> Request:
         request = Request(payload, on_done, arrival=self.clock())
         self._queue.put(request)

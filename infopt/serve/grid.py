@@ -61,23 +61,24 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
     rows: list[dict] = []
     log_root = Path(log_root)
 
-    with DynamicBatcher(run_batch, 1, 0.0) as single:
-        runner = ScenarioRunner(single, library.count, settings, log_root, variant)
-        base_latency_s, unreachable = None, None
-        if "single-stream" in settings.scenarios:
-            rows.append(runner.single_stream())
-            base_latency_s = (rows[-1].get("latency_p50_ms") or 0) / 1000.0 or None
-            unreachable = bound_out_of_reach(rows[-1], settings)
-        if base_latency_s is None:
-            start = time.perf_counter()
-            run_batch([QueryPayload(-1, 0)])
-            base_latency_s = time.perf_counter() - start
-        if "server" in settings.scenarios:
-            low = runner.server(LOW_RATE_UTILISATION / base_latency_s, tag="-low-rate", judged=False,
-                                min_queries=min(LOW_RATE_MIN_QUERIES, settings.min_queries))
-            low["role"] = "low-rate"
-            limits = check_batcher_limits(runner.runs[-1].batches, 1, 0.0)
-            rows.append({**low, **{f"batcher_{k}": v for k, v in limits.items()}})
+    # batchers serve in this thread while LoadGen runs its test (infopt.serve.sut.run_loadgen): no worker thread
+    single = DynamicBatcher(run_batch, 1, 0.0)
+    runner = ScenarioRunner(single, library.count, settings, log_root, variant)
+    base_latency_s, unreachable = None, None
+    if "single-stream" in settings.scenarios:
+        rows.append(runner.single_stream())
+        base_latency_s = (rows[-1].get("latency_p50_ms") or 0) / 1000.0 or None
+        unreachable = bound_out_of_reach(rows[-1], settings)
+    if base_latency_s is None:
+        start = time.perf_counter()
+        run_batch([QueryPayload(-1, 0)])
+        base_latency_s = time.perf_counter() - start
+    if "server" in settings.scenarios:
+        low = runner.server(LOW_RATE_UTILISATION / base_latency_s, tag="-low-rate", judged=False,
+                            min_queries=min(LOW_RATE_MIN_QUERIES, settings.min_queries))
+        low["role"] = "low-rate"
+        limits = check_batcher_limits(runner.runs[-1].batches, 1, 0.0)
+        rows.append({**low, **{f"batcher_{k}": v for k, v in limits.items()}})
 
     grid = batcher_grid(settings) if ("server" in settings.scenarios or "offline" in settings.scenarios) else []
     started, skipped = time.perf_counter(), []
@@ -88,28 +89,28 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
         buckets = batch_buckets(max_batch) if static_shapes else None
         batched = model_batch_runner(model, library, buckets)
         warm_up_s = warm_up_sizes(batched, buckets or [max_batch])
-        with DynamicBatcher(batched, max_batch, wait_ms / 1000.0) as batcher:
-            runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-b{max_batch}-w{wait_ms:g}")
-            offline = runner.offline(expected_qps=1.0 / base_latency_s)  # batch-1 rate; rerun at 1.5x if short
-            offline.update(role="offline", warm_up_s=warm_up_s,
-                           padded_to=",".join(map(str, buckets)) if buckets else None)
-            rows.append(offline)
-            if "server" not in settings.scenarios or not offline.get("achieved_qps"):
-                continue
-            capacity = offline["achieved_qps"]
-            untestable = unreachable or _below_the_floor(capacity, settings)
-            if untestable:
-                rows.append(_peak_row(max_batch, wait_ms, capacity, settings, None, error=untestable))
-                continue
-            estimate = md1_peak_rate(base_latency_s, settings.bound_s, settings.percentile)
-            peak, tests = runner.find_peak(estimate, capacity)
-            limits = check_batcher_limits(runner.runs[-1].batches, max_batch, wait_ms / 1000.0)
-            tests = _tag(tests, role="bisection", offline_qps=capacity)
-            tests[-1].update({f"batcher_{k}": v for k, v in limits.items()})
-            rows.extend(tests)
-            rows.append(_peak_row(max_batch, wait_ms, capacity, settings, peak, md1_estimate_qps=estimate,
-                                  verdict_basis=tests[-1].get("verdict_basis"),
-                                  error=None if peak is not None else _below_the_search(tests, estimate, settings)))
+        batcher = DynamicBatcher(batched, max_batch, wait_ms / 1000.0)
+        runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-b{max_batch}-w{wait_ms:g}")
+        offline = runner.offline(expected_qps=1.0 / base_latency_s)  # batch-1 rate; rerun at 1.5x if short
+        offline.update(role="offline", warm_up_s=warm_up_s,
+                       padded_to=",".join(map(str, buckets)) if buckets else None)
+        rows.append(offline)
+        if "server" not in settings.scenarios or not offline.get("achieved_qps"):
+            continue
+        capacity = offline["achieved_qps"]
+        untestable = unreachable or _below_the_floor(capacity, settings)
+        if untestable:
+            rows.append(_peak_row(max_batch, wait_ms, capacity, settings, None, error=untestable))
+            continue
+        estimate = md1_peak_rate(base_latency_s, settings.bound_s, settings.percentile)
+        peak, tests = runner.find_peak(estimate, capacity)
+        limits = check_batcher_limits(runner.runs[-1].batches, max_batch, wait_ms / 1000.0)
+        tests = _tag(tests, role="bisection", offline_qps=capacity)
+        tests[-1].update({f"batcher_{k}": v for k, v in limits.items()})
+        rows.extend(tests)
+        rows.append(_peak_row(max_batch, wait_ms, capacity, settings, peak, md1_estimate_qps=estimate,
+                              verdict_basis=tests[-1].get("verdict_basis"),
+                              error=None if peak is not None else _below_the_search(tests, estimate, settings)))
     for max_batch, wait_ms in skipped:
         rows.append({"scenario": "server", "role": "skipped", "max_batch": max_batch, "max_wait_ms": wait_ms,
                      "error": f"not measured: the grid's budget of {grid_budget_s:g} s was spent"})
@@ -158,9 +159,9 @@ def _token_rows(model, variant, settings, log_root, library, new_tokens) -> list
     from infopt.serve.tokens import generation_batch_runner, time_one_generation
 
     service_s = time_one_generation(model, library, new_tokens)
-    with DynamicBatcher(generation_batch_runner(model, library, new_tokens), 1, 0.0) as batcher:
-        runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-tokens", token_latencies=True)
-        row = runner.server(0.5 / service_s, judged=False)
+    batcher = DynamicBatcher(generation_batch_runner(model, library, new_tokens), 1, 0.0)
+    runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-tokens", token_latencies=True)
+    row = runner.server(0.5 / service_s, judged=False)
     row.update({"role": "tokens", "new_tokens": new_tokens, "generate_s": service_s})
     return [row]
 

@@ -136,8 +136,25 @@ def run_loadgen(settings, batcher: DynamicBatcher, library_size: int, log_dir: s
     log_settings.log_output.copy_summary_to_stdout = False
     log_settings.enable_trace = False
     try:
-        batcher.start()
-        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        if batcher.running:  # a batcher someone started serves from its own thread
+            lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        else:  # LoadGen runs in a helper thread, the model in this one (DynamicBatcher.work_here says why)
+            failure: list[BaseException] = []
+
+            def test() -> None:
+                try:
+                    lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+                except BaseException as error:  # noqa: BLE001 - raised again in the calling thread
+                    failure.append(error)
+                finally:
+                    batcher.stop_soon()
+
+            loadgen = threading.Thread(target=test, name="infopt-loadgen", daemon=True)
+            loadgen.start()
+            batcher.work_here()
+            loadgen.join()
+            if failure:
+                raise failure[0]
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
