@@ -144,6 +144,12 @@ Result is : INVALID
   Min queries satisfied : Yes
   Early stopping satisfied: NO
 Recommendations:
+Early Stopping Result:
+ * Run unsuccessful.
+ * Processed 459 queries.
+ * Would need to run at least 203 more queries,
+ with the run being successful if every additional
+ query were under latency.
 ================================================
 Additional Stats
 ================================================
@@ -161,6 +167,21 @@ def test_loadgen_summary_is_read_into_verdicts_and_milliseconds():
     assert parsed["achieved_qps"] == 90.15 and parsed["scheduled_qps"] == 90.37
     assert parsed["latency_p50_ms"] == pytest.approx(2.400247) and parsed["latency_p99_9_ms"] == pytest.approx(2.753464)
     assert "Early stopping satisfied: NO" in parsed["summary_lines"]
+    assert parsed["early_stopping_more_queries"] == 203
+
+
+def test_a_strict_test_short_only_of_early_stopping_is_rerun_with_the_queries_loadgen_asks_for(tmp_path):
+    """459 queries prove a p99 only when none is over the bound; with a few over it, LoadGen asks for more. Such a
+    rate is rerun once with that many (if it fits one test), instead of being called a failure: measured on
+    distilbert onnxruntime-int8, three rates with p99 84-87 ms under a 100 ms bound were all rejected this way."""
+    settings = ServeSettings(bound_ms=100, percentile=99, budget_s=0.2, strict=True, extras={"max_test_s": 60})
+    runner = ScenarioRunner(DynamicBatcher(_sleeper(0.001), 1, 0.0), 4, settings, tmp_path, "x")
+    short = {"loadgen_result": "INVALID", "latency_constraint_met": True, "min_duration_met": True,
+             "min_queries_met": True, "early_stopping_met": False, "early_stopping_more_queries": 203, "queries": 459}
+    assert runner._early_stopping_rerun(short, target_qps=20.0) == math.ceil(1.1 * 662)
+    assert runner._early_stopping_rerun(short, target_qps=5.0) is None  # 729 queries at 5/s outlast a 60 s test
+    assert runner._early_stopping_rerun({**short, "latency_constraint_met": False}, target_qps=20.0) is None
+    assert runner._early_stopping_rerun({**short, "loadgen_result": "VALID"}, target_qps=20.0) is None
 
 
 def test_littles_law_holds_for_a_steady_stream():

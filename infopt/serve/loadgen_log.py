@@ -12,6 +12,7 @@ from pathlib import Path
 
 SUMMARY_FILE = "mlperf_log_summary.txt"
 _PERCENTILE = re.compile(r"^(\d+(?:\.\d+)?) percentile latency \(ns\)$")
+_MORE_QUERIES = re.compile(r"would need to run at least (\d+) more queries", re.IGNORECASE)
 
 
 def _yes(text: str) -> bool:
@@ -34,6 +35,9 @@ def parse_summary(text: str) -> dict:
                 in_verdict = False
             elif line:
                 out["summary_lines"].append(line)
+        more = _MORE_QUERIES.search(line)
+        if more:
+            out["early_stopping_more_queries"] = int(more.group(1))
         if ":" not in line:
             continue
         key, value = (part.strip() for part in line.split(":", 1))

@@ -131,10 +131,32 @@ class ScenarioRunner:
         does not take minutes."""
         scenario = "server-tokens" if self.token_latencies else "server"
         ts = test_settings(scenario, self.settings, target_qps=target_qps, token_latencies=self.token_latencies)
+        tag = tag if tag is not None else f"-{target_qps:.4g}qps"
         if not judged:
             ts.min_query_count = min_queries
             ts.max_duration_ms = max(ts.max_duration_ms, int(1500 * min_queries / target_qps))
-        return self._run(scenario, ts, tag if tag is not None else f"-{target_qps:.4g}qps", target_qps)
+        row = self._run(scenario, ts, tag, target_qps)
+        needed = self._early_stopping_rerun(row, target_qps) if judged else None
+        if needed is None:
+            return row
+        ts.min_query_count = needed
+        ts.max_duration_ms = int(1000 * max_test_s(self.settings))
+        rerun = self._run(scenario, ts, f"{tag}-{needed}q", target_qps)
+        rerun["early_stopping_rerun"] = (f"{row['queries']} queries met the latency bound but not early stopping "
+                                         f"(LoadGen asked for {row['early_stopping_more_queries']} more): rerun "
+                                         f"with {needed}")
+        return rerun
+
+    def _early_stopping_rerun(self, row: dict, target_qps: float) -> int | None:
+        """The query count for one rerun of a strict test that LoadGen rejected only for early stopping (a few
+        queries over the bound need more queries to be sure of the percentile, and LoadGen says how many), or
+        ``None`` when no rerun is due or it would outlast one test."""
+        more = row.get("early_stopping_more_queries")
+        if not (self.settings.strict and more and row.get("loadgen_result") == "INVALID"
+                and row.get("latency_constraint_met") and row.get("min_duration_met") and row.get("min_queries_met")):
+            return None
+        needed = math.ceil(1.1 * (row["queries"] + more))
+        return needed if needed / target_qps <= max_test_s(self.settings) else None
 
     def find_peak(self, start_qps: float, high_qps: float) -> tuple[float | None, list[dict]]:
         """The highest target QPS LoadGen judges served under the bound, or ``None`` when no testable rate is.
