@@ -394,3 +394,18 @@ def test_a_compiled_variant_behind_the_batcher_sees_only_its_warmed_bucket_sizes
     assert set(seen[:first_timed]) == {1, 2, 4, 8}
     # the model runs in the caller's thread, LoadGen in a helper (a model run from another thread is slower)
     assert threads == {threading.main_thread()}
+
+
+def test_a_search_whose_lowest_rate_met_the_bound_but_not_early_stopping_says_so():
+    """At the lowest testable rate a rerun with more queries would outlast one test: the peak row must not read as
+    if that rate missed the bound."""
+    from infopt.serve.grid import _below_the_search
+
+    settings = ServeSettings(bound_ms=100, percentile=99, budget_s=0.2, strict=True, extras={"max_test_s": 60})
+    lowest = {"target_qps": 8.42, "latency_at_percentile_ms": 90.65, "latency_constraint_met": True,
+              "early_stopping_more_queries": 203}
+    message = _below_the_search([{**lowest, "target_qps": 16.8, "early_stopping_more_queries": None}, lowest],
+                                22.7, settings)
+    assert "the lowest, 8.42 QPS, p99 91 ms (under the bound, but LoadGen's early stopping wanted 203 more" in message
+    missed = _below_the_search([{**lowest, "latency_constraint_met": False}], 22.7, settings)
+    assert "under the bound" not in missed and "p99 91 ms." in missed

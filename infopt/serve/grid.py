@@ -141,8 +141,12 @@ def _below_the_search(tests: list[dict], estimate: float, settings: ServeSetting
     lowest = min(tests, key=lambda row: row.get("target_qps") or math.inf)
     at = lowest.get("latency_at_percentile_ms")
     latency = f", p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else ""
-    return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}. Lower rates "
-            f"were not tested: {_test_cap(settings)}. M/D/1 from SingleStream's median predicts {estimate:.3g} QPS.")
+    more = lowest.get("early_stopping_more_queries")
+    short = (f" (under the bound, but LoadGen's early stopping wanted {more:.0f} more queries than that test had, "
+             "more than one test may take at that rate)"
+             if lowest.get("latency_constraint_met") and isinstance(more, (int, float)) and more > 0 else "")
+    return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}{short}. Lower "
+            f"rates were not tested: {_test_cap(settings)}. M/D/1 from SingleStream's median predicts {estimate:.3g} QPS.")
 
 
 def _below_the_floor(capacity: float, settings: ServeSettings) -> str | None:
