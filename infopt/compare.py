@@ -1,8 +1,8 @@
 """``python -m infopt.compare BASE_RUN NEW_RUN``: did it get slower? One table, and an exit code a CI can gate on.
 
 Exit codes: 0 no gate tripped (or no ``--fail-above``); 1 a row is ``slower`` (significant, beyond the drift
-band) by more than ``--fail-above`` percent both raw and drift-normalised; 2 bad input (one sentence on stderr). The statistics are
-:mod:`infopt.report.compare`'s.
+band) by more than ``--fail-above`` percent both raw and drift-normalised; 2 bad input (one sentence on
+stderr). The statistics are :mod:`infopt.report.compare`'s.
 """
 
 from __future__ import annotations

@@ -223,7 +223,8 @@ def test_a_killed_worker_is_recorded_and_resume_reruns_only_it(local_ray, tmp_pa
     assert runner.main(["--resume", *common]) == 0
     manifest = _manifest(out / "r")
     entries = {e["key"]: e for e in manifest["notebooks"]}
-    assert {k: e["status"] for k, e in entries.items()} == {killed: "succeeded", kept: "skipped", "report": "succeeded"}
+    assert {k: e["status"] for k, e in entries.items()} == {killed: "succeeded", kept: "skipped",
+                                                         "report": "succeeded"}
     assert entries[kept]["placement"] == entry[kept]["placement"]  # kept
     assert manifest["previous_attempts"][-1]["status"] == "failed"
 
@@ -286,8 +287,9 @@ def test_a_ray_run_of_two_cpu_targets_matches_the_local_runner_never_overlaps_an
     entries = {e["key"]: e for e in manifest["notebooks"]}
     local = {e["key"]: e["status"] for e in _manifest(out / "local")["notebooks"]}
     assert local == {"resnet50/benchmark": "succeeded", "report": "succeeded"}
-    assert {k: e["status"] for k, e in entries.items()} == {"cpu/resnet50/benchmark": "succeeded", "cpu-infopt-test-yes/resnet50/benchmark": "succeeded",
-                        "report": "succeeded"}
+    assert {k: e["status"] for k, e in entries.items()} == {
+        "cpu/resnet50/benchmark": "succeeded", "cpu-infopt-test-yes/resnet50/benchmark": "succeeded",
+        "report": "succeeded"}
     node = local_ray.get_runtime_context().get_node_id()
     placed = []
     for key, target in (("cpu/resnet50/benchmark", "cpu"), ("cpu-infopt-test-yes/resnet50/benchmark",

@@ -2,10 +2,10 @@
 
 A 2-core VM (or a laptop on battery, or a GPU that heats up) changes speed by 10-25% from minute to minute,
 so a ratio of two runs' medians is partly the machine. Every run times the same two small kernels (a fixed
-fp32 matmul and a fixed convolution, under a second each, in alternating blocks) before its first notebook, after each timing notebook
-(``checkpoints``: the local runner) and after its last, and records them in ``run.json``; a comparison divides
-its ratios by the ratio of the two runs' reference times and treats a change smaller than the reference's own
-change as drift, not as a regression.
+fp32 matmul and a fixed convolution, under a second each, in alternating blocks) before its first notebook,
+after each timing notebook (``checkpoints``: the local runner) and after its last, and records them in
+``run.json``; a comparison divides its ratios by the ratio of the two runs' reference times and treats a
+change smaller than the reference's own change as drift, not as a regression.
 
 A moment's time of one kernel is its fastest block's median (see :data:`REFERENCE_TIMING`). The reference's
 time of one run is the geometric mean of those (every moment, both kernels); its
@@ -72,7 +72,8 @@ def time_reference(device: str | torch.device = "cpu", num_threads: int | None =
         calls = {}
         for name, kernel in kernels.items():
             warm = timer.run_block(kernel, settings["warmup_calls"])
-            calls[name] = min(MAX_BLOCK_CALLS, max(3, int(settings["block_s"] / max(statistics.median(warm) / 1e3, 1e-7))))
+            per_call_s = max(statistics.median(warm) / 1e3, 1e-7)
+            calls[name] = min(MAX_BLOCK_CALLS, max(3, int(settings["block_s"] / per_call_s)))
         for _ in range(settings["blocks"]):
             for name, kernel in kernels.items():
                 block = timer.run_block(kernel, calls[name])

@@ -279,4 +279,5 @@ def start(plan: Plan, args, command: list[str]) -> int:
     return run_plan(plan, args, command, manifest)
 
 
-__all__ = ["MACHINE_CHECK_S", "QUICK_MACHINE_CHECK_S", "main", "print_summary", "run_plan", "start", "stop_jobs", "take_run_folder"]
+__all__ = ["MACHINE_CHECK_S", "QUICK_MACHINE_CHECK_S", "main", "print_summary", "run_plan", "start", "stop_jobs",
+           "take_run_folder"]

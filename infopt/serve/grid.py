@@ -146,7 +146,8 @@ def _below_the_search(tests: list[dict], estimate: float, settings: ServeSetting
              "more than one test may take at that rate)"
              if lowest.get("latency_constraint_met") and isinstance(more, (int, float)) and more > 0 else "")
     return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}{short}. Lower "
-            f"rates were not tested: {_test_cap(settings)}. M/D/1 from SingleStream's median predicts {estimate:.3g} QPS.")
+            f"rates were not tested: {_test_cap(settings)}. M/D/1 from SingleStream's median predicts "
+            f"{estimate:.3g} QPS.")
 
 
 def _below_the_floor(capacity: float, settings: ServeSettings) -> str | None:

@@ -163,5 +163,5 @@ def run_loadgen(settings, batcher: DynamicBatcher, library_size: int, log_dir: s
                       list(batcher.records), list(batcher.errors))
 
 
-__all__ = ["LOADGEN_SCENARIO", "LoadGenRun", "QueryPayload", "SampleLibrary", "batch_buckets", "model_batch_runner", "run_loadgen",
-           "warm_up_sizes"]
+__all__ = ["LOADGEN_SCENARIO", "LoadGenRun", "QueryPayload", "SampleLibrary", "batch_buckets", "model_batch_runner",
+           "run_loadgen", "warm_up_sizes"]
