@@ -97,9 +97,9 @@ def test_server_peak_of_a_fake_model_lands_near_the_md1_value(tmp_path, start, h
     expected = md1_peak_rate(service, bound, percentile)  # ~189 QPS
     settings = ServeSettings(bound_ms=bound * 1000, percentile=percentile, budget_s=1.0, min_queries=50,
                              bisection_steps=4, strict=True)
-    with DynamicBatcher(_sleeper(service), max_batch=1, max_wait_s=0.0) as batcher:
-        runner_ = ScenarioRunner(batcher, 16, settings, tmp_path / "loadgen", "fake")
-        peak, rows = runner_.find_peak(start * expected, high * expected)
+    batcher = DynamicBatcher(_sleeper(service), max_batch=1, max_wait_s=0.0)  # served by run_loadgen's caller
+    runner_ = ScenarioRunner(batcher, 16, settings, tmp_path / "loadgen", "fake")
+    peak, rows = runner_.find_peak(start * expected, high * expected)
     assert peak is not None and abs(peak - expected) / expected < 0.30, (peak, expected)
     assert rows[0]["target_qps"] == pytest.approx(start * expected)  # the search starts where it was told
     assert rows[0]["loadgen_result"] == ("INVALID" if start > 1 else "VALID")
@@ -119,14 +119,14 @@ def test_the_peak_search_never_tests_a_rate_below_the_lowest_testable_one(tmp_pa
                              strict=True, extras={"max_test_s": 1.0})
     floor = lowest_testable_qps(settings)
     assert floor == pytest.approx(1.1 * 50 / 1.0)
-    with DynamicBatcher(_sleeper(0.004), max_batch=1, max_wait_s=0.0) as batcher:
-        runner_ = ScenarioRunner(batcher, 16, settings, tmp_path / "loadgen", "fake")
-        peak, rows = runner_.find_peak(1.0, 200.0)  # a start below the floor is raised to it
-        assert peak is None
-        assert [row["target_qps"] for row in rows] == [pytest.approx(floor)]
-        assert not rows[0]["meets_bound"]
-        # a start above the floor that fails: halving stops at the floor itself, which is still tried
-        peak, rows = runner_.find_peak(1.5 * floor, 200.0)
+    runner_ = ScenarioRunner(DynamicBatcher(_sleeper(0.004), max_batch=1, max_wait_s=0.0), 16, settings,
+                             tmp_path / "loadgen", "fake")
+    peak, rows = runner_.find_peak(1.0, 200.0)  # a start below the floor is raised to it
+    assert peak is None
+    assert [row["target_qps"] for row in rows] == [pytest.approx(floor)]
+    assert not rows[0]["meets_bound"]
+    # a start above the floor that fails: halving stops at the floor itself, which is still tried
+    peak, rows = runner_.find_peak(1.5 * floor, 200.0)
     assert peak is None
     assert [row["target_qps"] for row in rows] == [pytest.approx(1.5 * floor), pytest.approx(floor)]
 
@@ -390,7 +390,7 @@ def test_a_compiled_variant_behind_the_batcher_sees_only_its_warmed_bucket_sizes
     offline = frame[frame["role"] == "offline"].iloc[0]
     assert offline["achieved_qps"] > 0 and offline["padded_to"] == "1,2,4,8" and offline["warm_up_s"] > 0
     assert set(seen) <= {1, 2, 4, 8} and 8 in seen  # Offline fills whole batches
-    first_timed = 2 + 2 * 4  # two batch-1 calls as the model is first served, then two of each bucket
+    first_timed = 2 + 2 * 3  # two batch-1 calls as the model is first served, then two of each other bucket
     assert set(seen[:first_timed]) == {1, 2, 4, 8}
     # the model runs in the caller's thread, LoadGen in a helper (a model run from another thread is slower)
     assert threads == {threading.main_thread()}

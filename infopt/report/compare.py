@@ -131,11 +131,12 @@ def verdict(low: float, high: float, norm: float, norm_low: float, norm_high: fl
     """One of :data:`VERDICTS` from the raw and normalised intervals (see module docstring)."""
     floor = math.log(1 + MIN_EFFECT_PCT / 100)
     threshold = max(drift.band, floor)
+    raw_change, norm_change = abs(math.log(ratio_of(low, high))), abs(math.log(norm))
     slower, faster = low > 1 and norm_low > 1, high < 1 and norm_high < 1
-    if (slower or faster) and min(abs(math.log(ratio_of(low, high))), abs(math.log(norm))) > threshold:
+    if (slower or faster) and min(raw_change, norm_change) > threshold:
         return "slower" if slower else "faster"
     significant = low > 1 or high < 1 or norm_low > 1 or norm_high < 1
-    if significant and max(abs(math.log(norm)), abs(math.log(ratio_of(low, high)))) > floor:
+    if significant and max(raw_change, norm_change) > floor:
         return "within machine drift"
     return "no significant difference"
 

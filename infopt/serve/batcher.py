@@ -75,11 +75,6 @@ class DynamicBatcher:
             self._worker.join()
             self._worker = None
 
-    @property
-    def running(self) -> bool:
-        """True while a worker thread (:meth:`start`) serves the queue."""
-        return self._worker is not None
-
     def work_here(self) -> None:
         """Serve the queue in the calling thread until :meth:`stop_soon`: how a model is served, since a model
         run from a thread other than the one that set torch's threads up is slower (measured here, resnet50 fp32

@@ -81,14 +81,16 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
         rows.append({**low, **{f"batcher_{k}": v for k, v in limits.items()}})
 
     grid = batcher_grid(settings) if ("server" in settings.scenarios or "offline" in settings.scenarios) else []
-    started, skipped = time.perf_counter(), []
+    started, skipped, warmed = time.perf_counter(), [], {1}
     for max_batch, wait_ms in grid:
         if time.perf_counter() - started > grid_budget_s:
             skipped.append((max_batch, wait_ms))
             continue
         buckets = batch_buckets(max_batch) if static_shapes else None
-        batched = model_batch_runner(model, library, buckets)
-        warm_up_s = warm_up_sizes(batched, buckets or [max_batch])
+        batched = model_batch_runner(model, library, buckets) if buckets else run_batch
+        sizes = [size for size in (buckets or [max_batch]) if size not in warmed]  # a size warmed once stays warm
+        warm_up_s = warm_up_sizes(batched, sizes)
+        warmed.update(sizes)
         batcher = DynamicBatcher(batched, max_batch, wait_ms / 1000.0)
         runner = ScenarioRunner(batcher, library.count, settings, log_root, f"{variant}-b{max_batch}-w{wait_ms:g}")
         offline = runner.offline(expected_qps=1.0 / base_latency_s)  # batch-1 rate; rerun at 1.5x if short

@@ -103,8 +103,9 @@ class LoadGenRun:
 
 def run_loadgen(settings, batcher: DynamicBatcher, library_size: int, log_dir: str | Path, *,
                 token_latencies: bool = False) -> LoadGenRun:
-    """Run one LoadGen test with ``settings`` (an ``mlperf_loadgen.TestSettings``) against ``batcher``; LoadGen's
-    log files are written to ``log_dir`` (replaced if it exists)."""
+    """Run one LoadGen test with ``settings`` (an ``mlperf_loadgen.TestSettings``) against ``batcher``, which this
+    thread serves (never :meth:`~DynamicBatcher.start` it); LoadGen's log files are written to ``log_dir``
+    (replaced if it exists)."""
     import mlperf_loadgen as lg
 
     log_dir = Path(log_dir)
@@ -135,26 +136,23 @@ def run_loadgen(settings, batcher: DynamicBatcher, library_size: int, log_dir: s
     log_settings.log_output.outdir = str(log_dir)
     log_settings.log_output.copy_summary_to_stdout = False
     log_settings.enable_trace = False
-    try:
-        if batcher.running:  # a batcher someone started serves from its own thread
+    failure: list[BaseException] = []
+
+    def test() -> None:
+        try:
             lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
-        else:  # LoadGen runs in a helper thread, the model in this one (DynamicBatcher.work_here says why)
-            failure: list[BaseException] = []
+        except BaseException as error:  # noqa: BLE001 - raised again in the calling thread
+            failure.append(error)
+        finally:
+            batcher.stop_soon()
 
-            def test() -> None:
-                try:
-                    lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
-                except BaseException as error:  # noqa: BLE001 - raised again in the calling thread
-                    failure.append(error)
-                finally:
-                    batcher.stop_soon()
-
-            loadgen = threading.Thread(target=test, name="infopt-loadgen", daemon=True)
-            loadgen.start()
-            batcher.work_here()
-            loadgen.join()
-            if failure:
-                raise failure[0]
+    try:  # LoadGen runs in a helper thread, the model in this one (DynamicBatcher.work_here says why)
+        loadgen = threading.Thread(target=test, name="infopt-loadgen", daemon=True)
+        loadgen.start()
+        batcher.work_here()
+        loadgen.join()
+        if failure:
+            raise failure[0]
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
