@@ -26,14 +26,14 @@ DEFAULT_SEQ_LEN: int = 128
 #: Largest batch size the single-batch notebooks (profile, memory timeline) pick from the sweep.
 SINGLE_BATCH_LIMIT: int = 8
 
-#: Caps (seconds) on each timed point of a full CPU run, to keep the default run near 15 minutes.
-CPU_BENCHMARK_MAX_TIME_S: float = 8.0
+#: Caps (seconds) on each timed point of a full CPU run (benchmark and the profile's roofline latency; variants).
+CPU_BENCHMARK_MAX_TIME_S: float = 4.0
 CPU_VARIANT_MAX_TIME_S: float = 3.0
 #: Seconds of timed race rounds per model and target in the optimize notebook's racing search (compilation and
 #: accuracy checks not included): a GPU's calls are short, a CPU's long; quick runs only smoke-test the race.
 OPTIMIZE_BUDGET_S: float = 90.0
 CPU_OPTIMIZE_BUDGET_S: float = 60.0
-QUICK_OPTIMIZE_BUDGET_S: float = 3.0
+QUICK_OPTIMIZE_BUDGET_S: float = 1.5
 
 #: The per-model notebooks, in run order, and the report that closes every run.
 MODEL_NOTEBOOKS: tuple[str, ...] = ("benchmark", "profile", "memory", "optimize", "serve")
@@ -94,14 +94,14 @@ class Preset:
                     "no_cache_prompt_lengths": list(self.no_cache_prompt_lengths), "new_tokens": self.new_tokens,
                     **cap}
         if notebook == "profile":
-            return {**common, "batch_size": self.single_batch(), "active": self.profile_active}
+            return {**common, "batch_size": self.single_batch(), "active": self.profile_active, **cap}
         if notebook == "memory":
             return {**common, "batch_sizes": list(self.batch_sizes), "timeline_batch_size": self.single_batch(),
                     "kv_prompt_len": self.kv_prompt_len, "kv_new_tokens": self.kv_new_tokens}
         if notebook == "optimize":
             return {**common, "batch_sizes": list(self.optimize_batch_sizes), "variants": list(self.variants),
                     "generation_variants": list(self.generation_variants),
-                    "include_compile": self.include_compile, "search": self.search,
+                    "include_compile": self.include_compile, "search": self.search, "new_tokens": self.new_tokens,
                     "optimize_budget_s": self.optimize_budget_s,
                     **({} if self.quick else {"max_time_s": self.variant_max_time_s})}
         if notebook == "serve":
@@ -126,16 +126,18 @@ FULL = Preset(
     kv_prompt_len=32, kv_new_tokens=64, include_compile=True,
 )
 
-#: ``full`` with the CPU caps: shorter timed points, one no-cache prompt length (every step recomputes the
-#: prompt, one length shows it), the racing search in a shorter budget (compiled paths included), three
-#: generation variants instead of the full set (each costs about a minute of generate calls on a CPU; the
-#: full set: ``--param generation_variants=[]``) and a 60 s batcher-grid budget per served variant (a strict
-#: p99 Server test needs 459 queries, up to a minute at a CPU's rates; ``--param grid_budget_s=180`` for more).
+#: ``full`` with the CPU caps, sized so the default three-model CPU run stays near 12 minutes on 2 cores:
+#: shorter timed points, two prompt lengths of 16 new tokens and one no-cache length (every step recomputes the
+#: prompt, one length shows it), the racing search in a shorter budget (compiled paths included), two generation
+#: variants instead of the full set (each costs tens of seconds of generate calls on a CPU; the full set:
+#: ``--param generation_variants=[]``), three bisection steps and a 20 s batcher-grid budget per served variant
+#: (a strict p99 Server test needs 459 queries, up to a minute at a CPU's rates; ``--param grid_budget_s=180``
+#: for more).
 FULL_CPU = replace(
     FULL, name="full-cpu", benchmark_max_time_s=CPU_BENCHMARK_MAX_TIME_S, variant_max_time_s=CPU_VARIANT_MAX_TIME_S,
-    no_cache_prompt_lengths=(32,), include_compile=True, optimize_budget_s=CPU_OPTIMIZE_BUDGET_S,
-    generation_variants=("bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"),
-    serve_bound_ms=100.0, serve_grid_budget_s=60.0,
+    prompt_lengths=(32, 128), no_cache_prompt_lengths=(32,), new_tokens=16, include_compile=True,
+    optimize_budget_s=CPU_OPTIMIZE_BUDGET_S, generation_variants=("bf16-weights+static-cache", "torchao-int8-dynamic"),
+    serve_bound_ms=100.0, serve_bisection_steps=3, serve_grid_budget_s=20.0,
 )
 
 #: Tiny models and few iterations: a smoke run of the whole pipeline, numbers not for reporting. A few

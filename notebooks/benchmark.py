@@ -30,10 +30,10 @@ interactive: bool = False  # True: ipywidgets controls over the saved results (J
 data: str = ""  # your data (docs/data.md): described here; the optimize notebook's accuracy guard uses it
 batch_sizes: list = [1, 4, 8, 16]  # batch sizes to sweep (each at least 1)
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
-prompt_lengths: list = [32, 128, 512]  # gpt2 only: prompt lengths for the generation sweep
+prompt_lengths: list = [32, 128]  # gpt2 only: prompt lengths for the generation sweep
 no_cache_prompt_lengths: list = [32]  # gpt2 only: prompts also generated WITHOUT the KV cache (empty list: skip)
-new_tokens: int = 32  # gpt2 only: tokens generated per prompt (forced, never stops early)
-max_time_s: float = 8.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
+new_tokens: int = 16  # gpt2 only: tokens generated per prompt (forced, never stops early)
+max_time_s: float = 4.0  # cap in seconds on each timed point (lower: faster, wider confidence intervals)
 
 # %%
 import pandas as pd

@@ -35,10 +35,10 @@ search: str = "racing"  # racing: short paired rounds, slower variants eliminate
 optimize_budget_s: float = 60.0  # racing: seconds of timed race rounds per model and target (compilation and accuracy checks not included)
 generation: bool = True  # causal LMs and encoder-decoders: also time the generation variants (TTFT / TPOT)
 prompt_len: int = 32  # prompt tokens for the generation variants
-new_tokens: int = 64  # generated tokens per generate call (at least 2)
+new_tokens: int = 16  # generated tokens per generate call (at least 2)
 data: str = ""  # your data (docs/data.md), e.g. sklearn:digits: the guard measures the task metric on it and static int8 calibrates on it; empty: agreement on random inputs, not accuracy
 accuracy_budget: float = -1.0  # with data: the largest accepted loss in the metric's unit; -1: the default (1 point of top-1, 2% relative perplexity)
-generation_variants: list = ["bf16-weights", "bf16-weights+static-cache", "torchao-int8-dynamic"]  # causal LMs and encoder-decoders; empty list: the full default set
+generation_variants: list = ["bf16-weights+static-cache", "torchao-int8-dynamic"]  # causal LMs and encoder-decoders; empty list: the full default set
 
 # %%
 import pandas as pd

@@ -30,6 +30,7 @@ batch_size: int = 8  # batch size to profile (at least 1)
 seq_len: int = 128  # tokens per sample for text models (ignored by resnet50)
 active: int = 3  # profiled steps (after 1 skipped and 2 warm-up steps)
 peaks_path: str = ""  # JSON of this device's peaks measured earlier in the run (empty: measure now)
+max_time_s: float = 4.0  # cap in seconds on the roofline's whole-model latency (lower: faster, wider interval)
 
 # %%
 import pandas as pd
@@ -143,7 +144,7 @@ from infopt.measure.timing import TimingConfig
 peaks = device_peaks_once(wrapper.device, peaks_path, quick=quick)  # measured once per device and run
 save_json(peaks, out / f"{safe_name(model)}_{label}_peaks.json", overwrite=overwrite)  # a spec may hold "/"
 roof = roofline(wrapper, batch_size, device=wrapper.device, seq_len=text_seq_len, peaks=peaks,
-                timing=TimingConfig.quick() if quick else None)
+                timing=TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s))
 save_results(roof.modules, out, model, label, kind="roofline", config=roof.config, overwrite=overwrite)
 save_results(roof.operators, out, model, label, kind="roofline_ops", config=roof.config, overwrite=overwrite)
 save_results(pd.DataFrame([roof.whole_model]), out, model, label, kind="roofline_model", config=roof.config,

@@ -36,9 +36,9 @@ max_batch_sizes: list = [1, 4, 8, 16]  # batcher grid: maximum batch sizes
 max_waits_ms: list = [1.0, 5.0, 20.0]  # batcher grid: maximum waits (ms) from a batch's first request
 scenario_budget_s: float = 5.0  # minimum duration of each LoadGen test (MLPerf's 10 minutes scaled down)
 min_queries: int = 64  # minimum queries per test (raised to what early stopping needs when strict_validity)
-bisection_steps: int = 4  # Server tests between the bisection's two ends, per batcher setting
+bisection_steps: int = 3  # Server tests between the bisection's two ends, per batcher setting
 strict_validity: bool = True  # True: a rate counts as served only when LoadGen says VALID (early stopping included)
-grid_budget_s: float = 60.0  # seconds per variant for the batcher grid; settings left over are reported as skipped
+grid_budget_s: float = 20.0  # seconds per variant for the batcher grid; settings left over are reported as skipped
 max_test_s: float = 60.0  # cap on one LoadGen Server test; rates too low to issue its minimum queries in it are not tested
 new_tokens: int = 16  # causal LMs: tokens generated per query in the token-latency scenario
 

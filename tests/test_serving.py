@@ -24,7 +24,7 @@ from infopt.serve import DynamicBatcher, ServeSettings, check_batcher_limits, co
 from infopt.serve.batcher import BatchRecord
 from infopt.serve.loadgen_log import littles_law, parse_summary
 from infopt.serve.queueing import md1_latency_percentile_met, md1_wait_cdf
-from infopt.serve.scenarios import ScenarioRunner, early_stopping_floor, lowest_testable_qps
+from infopt.serve.scenarios import VERDICT_LATENCY, ScenarioRunner, early_stopping_floor, lowest_testable_qps
 
 
 def _sleeper(seconds: float):
@@ -32,6 +32,25 @@ def _sleeper(seconds: float):
         time.sleep(seconds)
         return [None] * len(payloads)
     return run
+
+
+class _SleepingModel:
+    """The tiny resnet50 plus a known service time (a stand-in for a slow model)."""
+
+    compiled, is_text = False, False
+
+    def __init__(self, seconds: float):
+        from infopt import load_model
+
+        self.inner, self.seconds = load_model("resnet50", size="tiny"), seconds
+        self.device = self.inner.device
+
+    def prepare_input(self, *args, **kwargs):
+        return self.inner.prepare_input(*args, **kwargs)
+
+    def __call__(self, inputs):
+        time.sleep(self.seconds)
+        return self.inner(inputs)
 
 
 def _drain(batcher: DynamicBatcher, count: int, spacing_s: float = 0.0) -> None:
@@ -102,11 +121,16 @@ def test_server_peak_of_a_fake_model_lands_near_the_md1_value(tmp_path, start, h
     peak, rows = runner_.find_peak(start * expected, high * expected)
     assert peak is not None and abs(peak - expected) / expected < 0.30, (peak, expected)
     assert rows[0]["target_qps"] == pytest.approx(start * expected)  # the search starts where it was told
-    assert rows[0]["loadgen_result"] == ("INVALID" if start > 1 else "VALID")
-    assert any(row["loadgen_result"] == "VALID" and row["target_qps"] == peak for row in rows)
-    assert all(row["target_qps"] <= peak for row in rows if row["meets_bound"])  # the peak is the best pass
-    assert all(row["queries"] >= early_stopping_floor(percentile) for row in rows)
-    assert (tmp_path / "loadgen" / f"server-fake-{rows[0]['target_qps']:.4g}qps" / "mlperf_log_summary.txt").is_file()
+    # a strict search bisects on short screen tests and confirms only its best rate with LoadGen's full verdict
+    screens = [row for row in rows if row["search_phase"] == "screen"]
+    confirms = [row for row in rows if row["search_phase"] == "confirm"]
+    assert rows[:len(screens)] == screens and 1 <= len(confirms) <= 3 and len(rows) == len(screens) + len(confirms)
+    assert rows[0]["meets_bound"] == (start < 1)  # a screen passes on the latency constraint alone
+    assert all(row["verdict_basis"] == VERDICT_LATENCY for row in screens)  # said of every screen row
+    assert confirms[-1]["loadgen_result"] == "VALID" and confirms[-1]["target_qps"] == peak
+    assert all(row["queries"] >= early_stopping_floor(percentile) for row in confirms)
+    assert confirms[0]["target_qps"] == max(row["target_qps"] for row in screens if row["meets_bound"])
+    assert (tmp_path / "loadgen" / f"server-fake-{peak:.4g}qps-confirm" / "mlperf_log_summary.txt").is_file()
     frame = pd.DataFrame(rows).assign(variant="fake")
     little = consistency_checks(frame)
     assert bool(little[little["check"] == "Little's law (10%)"]["ok"].iloc[0])
@@ -409,3 +433,51 @@ def test_a_search_whose_lowest_rate_met_the_bound_but_not_early_stopping_says_so
     assert "the lowest, 8.42 QPS, p99 91 ms (under the bound, but LoadGen's early stopping wanted 203 more" in message
     missed = _below_the_search([{**lowest, "latency_constraint_met": False}], 22.7, settings)
     assert "under the bound" not in missed and "p99 91 ms." in missed
+
+
+def test_a_compiled_setting_whose_compilation_would_overrun_the_grid_budget_is_skipped_with_the_reason(tmp_path):
+    """The grid's budget is checked before a setting starts; a compiled variant's new batch sizes compile first
+    (71 s for gpt2's batch sizes 2 and 4 on a 2-core CPU, in a 20 s budget): estimated from batch 1's warm-up,
+    a setting that cannot fit is skipped, not started."""
+    from infopt import load_model
+    from infopt.serve import serve_model
+
+    inner = load_model("resnet50", size="tiny")
+    compiled_sizes: set[int] = set()
+
+    class SlowToCompile:
+        compiled, device, is_text = True, inner.device, False
+
+        def prepare_input(self, *args, **kwargs):
+            return inner.prepare_input(*args, **kwargs)
+
+        def __call__(self, inputs):
+            size = next(iter(inputs.values())).shape[0]
+            if size not in compiled_sizes:  # a new shape "compiles" for 0.4 s
+                compiled_sizes.add(size)
+                time.sleep(0.4)
+            return inner(inputs)
+
+    settings = ServeSettings(bound_ms=1000, percentile=90, budget_s=0.2, min_queries=8, bisection_steps=1,
+                             strict=False, max_batches=(1, 8), max_waits_ms=(1.0,), samples=4,
+                             scenarios=("offline",), extras={"max_test_s": 2})
+    frame = serve_model(SlowToCompile(), "compile", settings, tmp_path, grid_budget_s=1.0)
+    assert list(frame[frame["role"] == "offline"]["max_batch"]) == [1]
+    skipped = frame[frame["role"] == "skipped"].iloc[0]
+    assert skipped["max_batch"] == 8 and "compiling batch sizes 2, 4, 8" in skipped["error"]
+    assert compiled_sizes == {1}  # never started
+
+
+def test_the_low_rate_check_of_a_slow_model_is_capped_in_time(tmp_path, monkeypatch):
+    """At 10% utilisation 20 queries of a 400 ms model take 80 s: the low-rate run is capped (here scaled down to
+    0.5 s), never below its floor of queries."""
+    from infopt.serve import grid
+
+    monkeypatch.setattr(grid, "LOW_RATE_MAX_S", 0.5)
+    settings = ServeSettings(bound_ms=1000, percentile=90, budget_s=0.2, min_queries=64, bisection_steps=1,
+                             strict=False, max_batches=(1,), max_waits_ms=(1.0,), samples=4,
+                             scenarios=("server",), extras={"max_test_s": 5})
+    service = 0.01  # 10 QPS at 10%: 5 queries fit in 0.5 s, the floor
+    frame = grid.serve_model(_SleepingModel(service), "eager-fp32", settings, tmp_path, grid_budget_s=0.1)
+    low = frame[frame["role"] == "low-rate"].iloc[0]
+    assert grid.LOW_RATE_FLOOR_QUERIES <= low["queries"] < grid.LOW_RATE_MIN_QUERIES

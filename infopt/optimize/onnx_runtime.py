@@ -213,13 +213,48 @@ def _session(path: str, device: torch.device):
     return session
 
 
+#: fp32 ONNX files exported in this process, per untouched baseline (its id) and device, with their input names
+#: and export seconds: onnxruntime, -int8 and -int8-static of one model start from the same graph, and the race's
+#: finalists are confirmed after it, so one export serves them all (a full-size model's takes tens of seconds on
+#: a CPU). An entry and its file go when their baseline is garbage-collected.
+_BASELINE_EXPORTS: dict[tuple[int, str], tuple[str, list[str], float]] = {}
+
+
+def _forget_export(key: tuple[int, str], folder: str) -> None:
+    _BASELINE_EXPORTS.pop(key, None)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def fp32_export(model) -> tuple[str, list[str], float, bool]:
+    """``model``'s forward as an fp32 ONNX file: (path, input names, export seconds, reused). Exported once per
+    baseline and device when the ONNX step is the variant's only one (the copy is then the untouched baseline);
+    a combination (``bf16+onnxruntime``) exports its own, into a folder of its own the caller removes."""
+    import weakref
+
+    key = (id(model.reference), str(model.device))
+    if len(model.steps) == 1 and key in _BASELINE_EXPORTS:
+        path, keys, export_s = _BASELINE_EXPORTS[key]
+        return path, keys, export_s, True
+    folder = tempfile.mkdtemp(prefix="infopt-onnx-")
+    path = os.path.join(folder, "model.onnx")
+    try:
+        keys, export_s = export_onnx(model, path)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if len(model.steps) == 1:
+        _BASELINE_EXPORTS[key] = (path, keys, export_s)
+        weakref.finalize(model.reference, _forget_export, key, folder)
+    return path, keys, export_s, False
+
+
 def transform(name: str):
     """The in-place transformation of a :class:`infopt.optimize.applied.VariantModel` for ONNX variant ``name``."""
     def apply(model) -> None:
         kind = device_kind(model.device)
-        folder = tempfile.mkdtemp(prefix="infopt-onnx-")
-        path = os.path.join(folder, "model.onnx")
-        keys, export_s = export_onnx(model, path)
+        fp32_path, keys, export_s, reused = fp32_export(model)
+        path = fp32_path
+        folder = tempfile.mkdtemp(prefix="infopt-onnx-")  # the quantized copy, removed once the session has it
         if name == "onnxruntime-int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
 
@@ -238,6 +273,8 @@ def transform(name: str):
             session = _session(path, model.device)  # the session holds the weights in memory from here on
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            if len(model.steps) > 1:  # a combination's own export
+                shutil.rmtree(os.path.dirname(fp32_path), ignore_errors=True)
         device = model.device
 
         def run(inputs: dict) -> torch.Tensor:
@@ -248,7 +285,8 @@ def transform(name: str):
         model.forward_contexts.clear()      # autocast was traced into the graph; it means nothing around ORT
         model.export_time_s = export_s
         index = f" (device {model.device.index or 0})" if kind == "cuda" else ""
-        model.notes.append(f"ONNX export {export_s:.1f} s; {session.get_providers()[0]}{index}"
+        model.notes.append(f"ONNX export {export_s:.1f} s{' (its graph reused: exported once per model)' if reused else ''}; "
+                           f"{session.get_providers()[0]}{index}"
                            + ("; inputs/outputs copied through host memory" if kind == "cuda" else ""))
     return apply
 

@@ -311,6 +311,12 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
             race = run_search(list(safe), time_call, measure_round, budget_s=float(budget_s), max_rounds=max_rounds)
     sides.clear()
     busy = window.result.columns()
+    confirmed = [entry.spec for entry in race.finalists()[:confirm_top]]
+    # a finalist is confirmed as it was raced, not transformed (ONNX: exported) again; except a compiled one
+    # (the dynamo reset below frees every compiled graph) and on an accelerator, where each variant is confirmed
+    # with the baseline parked in host memory (apply_variant's park_baseline)
+    kept = {spec: safe[spec][0] for spec in confirmed if spec in safe and not safe[spec][0].compiled
+            and torch.device(model.device).type == "cpu"}
     compiled = any(variant.compiled for variant, _ in safe.values())
     safe.clear()
     if compiled:
@@ -319,7 +325,6 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
     gc.collect()
     for entry in race.entries:
         rows[entry.spec].update(race_columns(entry), **busy)
-    confirmed = [entry.spec for entry in race.finalists()[:confirm_top]]
     table_rows = sweep_variant(model, BASELINE, sizes, seq_len, references, timing, measure_memory, PAIRED_ROUNDS)
     for row in table_rows:
         row.update(search_stage="baseline", search_note="the eager fp32 reference every variant is paired with")
@@ -329,7 +334,8 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
                 rows[spec]["search_note"] += f"; not among the {confirm_top} confirmed"
             table_rows.append(rows[spec])
             continue
-        for row in sweep_variant(model, spec, sizes, seq_len, references, timing, measure_memory, PAIRED_ROUNDS):
+        for row in sweep_variant(model, spec, sizes, seq_len, references, timing, measure_memory, PAIRED_ROUNDS,
+                                 applied=kept.pop(spec, None)):
             race_row = rows[spec]
             row.update(search_stage="confirmed", search_rounds=race_row["search_rounds"],
                        search_note=f"{race_row['search_note']}; race interval {interval_text(race_row)} at "

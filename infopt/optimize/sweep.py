@@ -130,13 +130,15 @@ def warm_up_fields(variant: VariantModel, inputs) -> dict:
 
 
 def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int | None, references: dict,
-                   timing: TimingConfig, measure_memory: bool, paired_rounds: int = 0) -> list[dict]:
+                   timing: TimingConfig, measure_memory: bool, paired_rounds: int = 0,
+                   applied: VariantModel | None = None) -> list[dict]:
     """All batch sizes of one variant (protocol of :func:`infopt.measure.sweep.run_points`); never raises for a
-    failure inside the variant."""
+    failure inside the variant. ``applied``: ``spec`` already applied (a race's finalist), not applied again."""
     points = [Point.of(model, size, seq_len, variant=spec) for size in sizes]
     try:
         # on a GPU the baseline waits in host memory while its variant is measured (never both on the device)
-        variant = model if spec == BASELINE else apply_variant(model, spec, park_baseline=True)
+        variant = model if spec == BASELINE else applied if applied is not None else \
+            apply_variant(model, spec, park_baseline=True)
     except VariantNotApplicableError as error:
         return [empty_row(point, "n/a", str(error)) for point in points]
     except VariantError as error:

@@ -11,26 +11,26 @@ from infopt.run.plan import Job, Plan
 
 #: Rough seconds per notebook on an otherwise idle 2-core CPU (kernel start and imports included), used only
 #: for the up-front estimate when this host has no earlier run of the same notebook, measured alone on a 2-core
-#: AMD EPYC (AVX-512) on 2026-12-06. Tiny: the largest of the three models' durations in
-#: ``benchmarks/full_run.py --quick`` (167 s). Full size: the default run (``benchmarks/full_run.py``, preset
-#: full-cpu, racing search with compiled paths, serve with a 60 s grid budget per variant: 2510 s). GPUs are faster.
+#: AMD EPYC (AVX-512) on 2026-12-07. Tiny: the largest of the three models' durations in
+#: ``benchmarks/full_run.py --quick`` (111 s). Full size: the default run (``benchmarks/full_run.py``, preset
+#: full-cpu, racing search with compiled paths in 60 s, serve with screened searches: 1995 s). GPUs are faster.
 ESTIMATE_S = {
-    "tiny": {"benchmark": 7, "profile": 8, "memory": 7, "optimize": 22, "serve": 13, "report": 4},
+    "tiny": {"benchmark": 5, "profile": 3, "memory": 7, "optimize": 12, "serve": 10, "report": 3},
     "full": {
-        "benchmark": {"resnet50": 68, "gpt2": 169, "distilbert": 66},
-        "profile": {"resnet50": 38, "gpt2": 86, "distilbert": 45},
-        "memory": {"resnet50": 14, "gpt2": 45, "distilbert": 12},
-        "optimize": {"resnet50": 307, "gpt2": 668, "distilbert": 258},
-        "serve": {"resnet50": 187, "gpt2": 302, "distilbert": 217},
-        "report": 6,
+        "benchmark": {"resnet50": 48, "gpt2": 115, "distilbert": 49},
+        "profile": {"resnet50": 23, "gpt2": 56, "distilbert": 30},
+        "memory": {"resnet50": 15, "gpt2": 47, "distilbert": 15},
+        "optimize": {"resnet50": 276, "gpt2": 456, "distilbert": 249},
+        "serve": {"resnet50": 145, "gpt2": 268, "distilbert": 171},
+        "report": 5,
     },
 }
 
 #: The racing search (the default): the optimize notebook takes its race budget (``optimize_budget_s``) plus
 #: the seconds below for what the budget leaves out (loading, accuracy checks, compilation, confirming the
-#: finalists, gpt2's generation variants): the same default run's optimize durations less its 60 s budget; a
-#: host's own earlier runs take precedence anyway.
-RACE_ALLOWANCE_S = {"tiny": 15, "full": {"resnet50": 247, "gpt2": 608, "distilbert": 198}}
+#: finalists, gpt2's generation variants): the same runs' optimize durations less their budget (60 s; quick
+#: 1.5 s); a host's own earlier runs take precedence anyway.
+RACE_ALLOWANCE_S = {"tiny": 11, "full": {"resnet50": 216, "gpt2": 396, "distilbert": 189}}
 
 
 def notebook_estimate(job: Job, quick: bool) -> float:

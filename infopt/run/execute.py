@@ -15,13 +15,30 @@ from infopt.run.plan import Job
 KERNEL_NAME = "python3"
 
 
-def kernel_manager_class(kernel_log: Path | None = None):
+#: Notebooks whose kernel is started plain, never forked from the zygote: those whose rows report the process's
+#: resident memory as a figure of its own (the benchmark's ``peak_memory_mb``, the report's "process RSS"; the
+#: memory notebook). A forked kernel counts the library pages the zygote loaded only once it touches them
+#: itself: measured here, tiny resnet50's process RSS read 558 MB forked against 808 MB plain.
+PLAIN_KERNEL_NOTEBOOKS: tuple[str, ...] = ("benchmark", "memory")
+LAUNCHER = Path(__file__).with_name("kernel_launcher.py")
+
+
+def kernel_environment() -> dict:
+    """What a kernel adds to this process's environment: this infopt, and the runner's working directory (so
+    py:<module>:<function> factories import in the kernel as here), on its path."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    return {"PYTHONPATH": os.pathsep.join(p for p in (package_root, os.getcwd(), os.environ.get("PYTHONPATH", ""))
+                                          if p)}
+
+
+def kernel_manager_class(kernel_log: Path | None = None, zygote: str | None = None):
     """An AsyncKernelManager whose kernel is this interpreter with this infopt on its path.
 
     Using the runner's ``sys.executable`` (not whatever ``python3`` kernelspec
     happens to be installed) makes ``import infopt`` work in a virtualenv and
     guarantees the notebooks run the same code as the runner; :mod:`infopt.run.kernel_launcher` starts it
-    (ipykernel without the interpreter's teardown at shutdown). With ``kernel_log``
+    (ipykernel without the interpreter's teardown at shutdown), forked from the ``zygote`` socket's process
+    when one is given (:func:`kernel_zygote`). With ``kernel_log``
     the kernel process's own stderr (its start-up warnings, ZeroMQ tracebacks when
     it is interrupted or shut down) is appended there instead of reaching the
     terminal; what the notebook's code prints stays in the notebook.
@@ -29,19 +46,19 @@ def kernel_manager_class(kernel_log: Path | None = None):
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
 
-    package_root = str(Path(__file__).resolve().parents[2])
-    # the runner's working directory too, so py:<module>:<function> factories import in the kernel as here
-    python_path = os.pathsep.join(p for p in (package_root, os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+    from infopt.run.kernel_launcher import VIA_FLAG
+
+    via = [VIA_FLAG, zygote] if zygote else []
+    environment = kernel_environment()  # now: papermill changes the working directory before starting a kernel
 
     class SameInterpreterKernelManager(AsyncKernelManager):
         @property
         def kernel_spec(self):
             if self._kernel_spec is None:
                 self._kernel_spec = KernelSpec(
-                    argv=[sys.executable, str(Path(__file__).with_name("kernel_launcher.py")), "-f",
-                          "{connection_file}"],
+                    argv=[sys.executable, str(LAUNCHER), *via, "-f", "{connection_file}"],
                     display_name=f"Python ({sys.executable})", language="python",
-                    env={"PYTHONPATH": python_path}, metadata={"debugger": True},
+                    env=environment, metadata={"debugger": True},
                 )
             return self._kernel_spec
 
@@ -53,6 +70,59 @@ def kernel_manager_class(kernel_log: Path | None = None):
             return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return SameInterpreterKernelManager
+
+
+def running_kernels() -> list:
+    """This process's descendants that belong to notebook kernels (psutil processes): all of them but a kernel
+    zygote, which lives for the whole run and runs no notebook (its forks carry its command line too, so only the
+    direct child is left out)."""
+    import psutil
+
+    from infopt.run.kernel_launcher import ZYGOTE_FLAG
+
+    def is_zygote(process) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return process.ppid() == os.getpid() and ZYGOTE_FLAG in process.cmdline()
+        return False
+
+    return [process for process in psutil.Process().children(recursive=True) if not is_zygote(process)]
+
+
+@contextlib.contextmanager
+def kernel_zygote(kernel_log: Path | None = None, ready_timeout_s: float = 180.0):
+    """A zygote for the kernels of a run's notebooks (:mod:`infopt.run.kernel_launcher`): it imports the lab's
+    libraries once, before the first notebook and with nothing else running, and forks one kernel per notebook.
+    Yields its socket path, or None (plain kernels) where forking is unsupported or it did not start."""
+    import select
+    import shutil
+    import subprocess
+    import tempfile
+
+    from infopt.run.kernel_launcher import READY_LINE, ZYGOTE_FLAG, zygote_supported
+
+    if not zygote_supported():
+        yield None
+        return
+    folder = tempfile.mkdtemp(prefix="infopt-zygote-")  # a short path: a socket's name is limited to 107 bytes
+    socket_path = os.path.join(folder, "socket")
+    sink = open(kernel_log, "a", encoding="utf-8") if kernel_log is not None else subprocess.DEVNULL
+    process = subprocess.Popen([sys.executable, str(LAUNCHER), ZYGOTE_FLAG, socket_path], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=sink, env={**os.environ, **kernel_environment()},
+                               start_new_session=True)
+    try:
+        ready = select.select([process.stdout], [], [], ready_timeout_s)[0] and \
+            process.stdout.readline().decode().strip() == READY_LINE
+        yield socket_path if ready else None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the zygote ends when its socket is gone ...
+        process.terminate()  # ... or now
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        if process.poll() is None:
+            process.kill()
+        process.stdout.close()
+        if sink is not subprocess.DEVNULL:
+            sink.close()
 
 
 def export_html(notebook_path: Path, plotly_js: Path | None = None) -> Path:
@@ -223,6 +293,6 @@ class _RecordedElsewhere(logging.Filter):
 PAPERMILL_LOG_FILTER = _RecordedElsewhere()
 
 
-__all__ = ["KERNEL_NAME", "PAPERMILL_LOG_FILTER", "RunWriteError", "Terminated", "describe_os_error", "error_text",
+__all__ = ["KERNEL_NAME", "PAPERMILL_LOG_FILTER", "PLAIN_KERNEL_NOTEBOOKS", "kernel_environment", "kernel_zygote", "running_kernels", "RunWriteError", "Terminated", "describe_os_error", "error_text",
            "execute", "export_html", "export_job_html", "io_failure", "kernel_manager_class", "partial_path", "quiet_shutdown_noise",
            "signals_ignored", "sigterm_as_interrupt", "timed_out_cell"]

@@ -31,8 +31,9 @@ from pathlib import Path
 from infopt.errors import InfoptError
 from infopt.run.cli import PROG, REPO_NOTEBOOKS, build_parser, list_everything
 from infopt.run.estimate import estimate_seconds, recorded_durations, recorded_key, search_line
-from infopt.run.execute import (PAPERMILL_LOG_FILTER, Terminated, describe_os_error, quiet_shutdown_noise,
-                                signals_ignored, sigterm_as_interrupt)
+from infopt.run.execute import (PAPERMILL_LOG_FILTER, PLAIN_KERNEL_NOTEBOOKS, Terminated, describe_os_error,
+                                kernel_zygote, quiet_shutdown_noise, running_kernels, signals_ignored,
+                                sigterm_as_interrupt)
 from infopt.run.executors import LocalExecutor, RunContext, executor_for
 from infopt.run.manifest import Manifest, RunLock, mark_resumable
 from infopt.run.plan import Plan, RunnerError, build_plan, read_manifest
@@ -68,7 +69,7 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     overall = tqdm(total=len(todo), desc="overall", unit="notebook", position=0, disable=None)
     context = RunContext(plan, manifest, timeout=args.timeout, html=bool(args.html), progress=overall)
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), contextlib.ExitStack() as stack:
             manifest.save()
             timed = [job for job in todo if job.model is not None]
             reference_device = next((t.device for t in plan.targets if t.kind == "cuda" and ":" in t.device), None) \
@@ -76,6 +77,11 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
             quick = bool(plan.settings.get("quick"))
             if timed:  # machine drift: the fixed reference workload before the first and after the last notebook
                 record_drift(manifest, "start", reference_device, quick)
+            local = [job for job in todo if job.model is None or isinstance(executor_for(args), LocalExecutor)]
+            forkable = [job for job in local if job.notebook not in PLAIN_KERNEL_NOTEBOOKS]
+            # the libraries imported once, now (nothing else runs), for every local notebook's kernel to fork from
+            if len(forkable) > 1:
+                context.zygote = stack.enter_context(kernel_zygote(plan.run_dir / ".kernels.log"))
 
             def checkpoint(job):  # ... and after each timing notebook but the last (local executor: Ray's run elsewhere)
                 if job.notebook in TIMING_NOTEBOOKS and job is not timed[-1]:
@@ -136,15 +142,15 @@ def record_drift(manifest: Manifest, moment: str, device: str, quick: bool, afte
     """Time the reference workload (:mod:`infopt.measure.drift`) into ``run.json``'s ``reference_workload``
     (``moment``: "start", "checkpoint" after the notebook ``after``, or "end").
 
-    After a notebook, first wait (up to :data:`KERNEL_EXIT_WAIT_S`) for this process's children, the kernels of
-    the notebooks, to exit: a kernel still shutting down competes with the reference's second or so of timing,
+    After a notebook, first wait (up to :data:`KERNEL_EXIT_WAIT_S`) for the notebooks' kernels
+    (:func:`~infopt.run.execute.running_kernels`) to exit: a kernel still shutting down competes with the reference's second or so of timing,
     and a slowed reference widens the drift band every run-vs-run comparison relies on."""
     import psutil
 
     from infopt.measure.drift import record_reference
 
     if moment != "start":
-        psutil.wait_procs(psutil.Process().children(recursive=True), timeout=KERNEL_EXIT_WAIT_S)
+        psutil.wait_procs(running_kernels(), timeout=KERNEL_EXIT_WAIT_S)
     manifest.data["reference_workload"] = record_reference(manifest.data.get("reference_workload"), moment,
                                                            device, quick, after)
     manifest.save()

@@ -22,6 +22,10 @@ from infopt.serve.sut import QueryPayload, SampleLibrary, batch_buckets, model_b
 #: this many queries (a median of a handful of requests would decide the low-rate check by chance).
 LOW_RATE_UTILISATION = 0.1
 LOW_RATE_MIN_QUERIES = 20
+#: ... but no longer than this, down to a floor of queries: at 10% utilisation a model of 400 ms a call (gpt2 on a
+#: 2-core CPU) took 80 s for 20 queries.
+LOW_RATE_MAX_S = 15.0
+LOW_RATE_FLOOR_QUERIES = 5
 
 
 def batcher_grid(settings: ServeSettings) -> list[tuple[int, float]]:
@@ -56,7 +60,7 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
     ``generate`` path is the model's own)."""
     library = SampleLibrary(model, settings.samples, seq_len, settings.seed)
     run_batch = model_batch_runner(model, library)
-    warm_up_sizes(run_batch, [1])  # before LoadGen's clock starts
+    first_warm_up_s = warm_up_sizes(run_batch, [1])  # before LoadGen's clock starts (a compiled one: compiles)
     static_shapes = bool(getattr(model, "compiled", False))  # one compiled graph per batch size
     rows: list[dict] = []
     log_root = Path(log_root)
@@ -74,8 +78,10 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
         run_batch([QueryPayload(-1, 0)])
         base_latency_s = time.perf_counter() - start
     if "server" in settings.scenarios:
-        low = runner.server(LOW_RATE_UTILISATION / base_latency_s, tag="-low-rate", judged=False,
-                            min_queries=min(LOW_RATE_MIN_QUERIES, settings.min_queries))
+        low_rate = LOW_RATE_UTILISATION / base_latency_s
+        queries = max(LOW_RATE_FLOOR_QUERIES, min(LOW_RATE_MIN_QUERIES, settings.min_queries,
+                                                  int(low_rate * LOW_RATE_MAX_S)))
+        low = runner.server(low_rate, tag="-low-rate", judged=False, min_queries=queries)
         low["role"] = "low-rate"
         limits = check_batcher_limits(runner.runs[-1].batches, 1, 0.0)
         rows.append({**low, **{f"batcher_{k}": v for k, v in limits.items()}})
@@ -83,12 +89,18 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
     grid = batcher_grid(settings) if ("server" in settings.scenarios or "offline" in settings.scenarios) else []
     started, skipped, warmed = time.perf_counter(), [], {1}
     for max_batch, wait_ms in grid:
-        if time.perf_counter() - started > grid_budget_s:
-            skipped.append((max_batch, wait_ms))
+        spent = time.perf_counter() - started
+        if spent > grid_budget_s:
+            skipped.append((max_batch, wait_ms, f"not measured: the grid's budget of {grid_budget_s:g} s was spent"))
             continue
         buckets = batch_buckets(max_batch) if static_shapes else None
-        batched = model_batch_runner(model, library, buckets) if buckets else run_batch
         sizes = [size for size in (buckets or [max_batch]) if size not in warmed]  # a size warmed once stays warm
+        if buckets and sizes and spent + first_warm_up_s * len(sizes) > grid_budget_s:
+            skipped.append((max_batch, wait_ms, f"not measured: compiling batch sizes {', '.join(map(str, sizes))} "
+                            f"(batch 1 took {first_warm_up_s:.0f} s) would overrun the grid's budget of "
+                            f"{grid_budget_s:g} s"))
+            continue
+        batched = model_batch_runner(model, library, buckets) if buckets else run_batch
         warm_up_s = warm_up_sizes(batched, sizes)
         warmed.update(sizes)
         batcher = DynamicBatcher(batched, max_batch, wait_ms / 1000.0)
@@ -113,9 +125,9 @@ def serve_model(model, variant: str, settings: ServeSettings, log_root: str | Pa
         rows.append(_peak_row(max_batch, wait_ms, capacity, settings, peak, md1_estimate_qps=estimate,
                               verdict_basis=tests[-1].get("verdict_basis"),
                               error=None if peak is not None else _below_the_search(tests, estimate, settings)))
-    for max_batch, wait_ms in skipped:
+    for max_batch, wait_ms, reason in skipped:
         rows.append({"scenario": "server", "role": "skipped", "max_batch": max_batch, "max_wait_ms": wait_ms,
-                     "error": f"not measured: the grid's budget of {grid_budget_s:g} s was spent"})
+                     "error": reason})
 
     if token_latencies and "server-tokens" in settings.scenarios and getattr(model, "is_causal_lm", False):
         rows.extend(_token_rows(model, variant, settings, log_root, library, new_tokens))
@@ -147,9 +159,22 @@ def _below_the_search(tests: list[dict], estimate: float, settings: ServeSetting
     short = (f" (under the bound, but LoadGen's early stopping wanted {more:.0f} more queries than that test had, "
              "more than one test may take at that rate)"
              if lowest.get("latency_constraint_met") and isinstance(more, (int, float)) and more > 0 else "")
+    confirms = [row for row in tests if row.get("search_phase") == "confirm"]
+    if confirms:  # the screen found rates under the bound; LoadGen's strict test did not confirm them
+        tried = " and ".join(f"{row['target_qps']:.3g} QPS ({_percentile_text(row, settings)}, {row.get('loadgen_result')})"
+                             for row in confirms)
+        return (f"no rate confirmed: short screen tests met the bound up to {confirms[0]['target_qps']:.3g} QPS, but "
+                f"LoadGen's strict test at {tried} did not. M/D/1 from SingleStream's median predicts "
+                f"{estimate:.3g} QPS.")
     return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}{short}. Lower "
             f"rates were not tested: {_test_cap(settings)}. M/D/1 from SingleStream's median predicts "
             f"{estimate:.3g} QPS.")
+
+
+def _percentile_text(row: dict, settings: ServeSettings) -> str:
+    at = row.get("latency_at_percentile_ms")
+    return f"p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else \
+        f"p{settings.percentile:g} not measured"
 
 
 def _below_the_floor(capacity: float, settings: ServeSettings) -> str | None:
