@@ -79,8 +79,9 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
                 record_drift(manifest, "start", reference_device, quick)
             local = [job for job in todo if job.model is None or isinstance(executor_for(args), LocalExecutor)]
             forkable = [job for job in local if job.notebook not in PLAIN_KERNEL_NOTEBOOKS]
-            # the libraries imported once, now (nothing else runs), for every local notebook's kernel to fork from
-            if len(forkable) > 1:
+            # the libraries imported once, now (nothing else runs), for every local notebook's kernel to fork from;
+            # it costs about one notebook's imports, so it pays from three notebooks on
+            if len(forkable) >= ZYGOTE_MIN_NOTEBOOKS:
                 context.zygote = stack.enter_context(kernel_zygote(plan.run_dir / ".kernels.log"))
 
             def checkpoint(job):  # ... and after each timing notebook but the last (local executor: Ray's run elsewhere)
@@ -132,6 +133,8 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     return 1 if failed else 0
 
 
+#: Runs with fewer notebooks in forked kernels start them plain (the zygote's imports would cost what it saves).
+ZYGOTE_MIN_NOTEBOOKS = 3
 #: Seconds the runner waits for its notebook kernels to exit before timing the reference workload.
 KERNEL_EXIT_WAIT_S = 10.0
 #: Notebooks whose timings a run-vs-run comparison reads; the reference is timed again after each of them.
