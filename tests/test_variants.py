@@ -325,3 +325,21 @@ def test_cuda_variants_run_and_pass_the_guard(name, spec):
     assert row["accuracy_ok"], (row["rel_error"], row["cosine_similarity"])
     assert row["device"].startswith("cuda") and row["timer"] == "cuda-event"
     assert "int8-dynamic" not in list_variants(model)
+
+
+def test_the_onnx_variants_of_one_model_share_one_export_and_agree_with_their_own_exports():
+    """onnxruntime, -int8 and -int8-static start from the same fp32 graph: exported once per model (tens of seconds
+    for a full-size model on a CPU), the later variants say so, and the shared graph gives the same outputs."""
+    pytest.importorskip("onnxruntime")
+    from infopt.optimize.applied import apply_variant
+
+    model = infopt.load_model("resnet50", size="tiny")
+    first = apply_variant(model, "onnxruntime")
+    second = apply_variant(model, "onnxruntime-int8")
+    assert "reused" not in "; ".join(first.notes) and "(its graph reused" in "; ".join(second.notes)
+    assert second.export_time_s == first.export_time_s
+    inputs = model.prepare_input(2)
+    again = apply_variant(infopt.load_model("resnet50", size="tiny"), "onnxruntime")  # another model: its own
+    assert "reused" not in "; ".join(again.notes)
+    with torch.inference_mode():
+        torch.testing.assert_close(first.forward(inputs), again.forward(inputs))
