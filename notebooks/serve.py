@@ -95,7 +95,7 @@ serving["device"] = label
 save_results(serving, out, model, label, kind="serving", overwrite=overwrite,
              config={"settings": settings.to_dict(), "variants": variants, "seq_len": text_seq_len,
                      "grid_budget_s": grid_budget_s, "recommended_variant": recommended})
-columns = ["variant", "scenario", "role", "max_batch", "max_wait_ms", "target_qps", "achieved_qps", "peak_qps",
+columns = ["variant", "scenario", "role", "search_phase", "max_batch", "max_wait_ms", "target_qps", "achieved_qps", "peak_qps",
            "latency_p50_ms", "latency_p90_ms", "latency_at_percentile_ms", "ttft_p99_ms", "tpot_p99_ms",
            "meets_bound", "loadgen_result", "queries", "error"]
 serving[[c for c in columns if c in serving]]
