@@ -285,8 +285,8 @@ def transform(name: str):
         model.forward_contexts.clear()      # autocast was traced into the graph; it means nothing around ORT
         model.export_time_s = export_s
         index = f" (device {model.device.index or 0})" if kind == "cuda" else ""
-        model.notes.append(f"ONNX export {export_s:.1f} s{' (its graph reused: exported once per model)' if reused else ''}; "
-                           f"{session.get_providers()[0]}{index}"
+        shared = " (its graph reused: exported once per model)" if reused else ""
+        model.notes.append(f"ONNX export {export_s:.1f} s{shared}; {session.get_providers()[0]}{index}"
                            + ("; inputs/outputs copied through host memory" if kind == "cuda" else ""))
     return apply
 

@@ -293,6 +293,7 @@ class _RecordedElsewhere(logging.Filter):
 PAPERMILL_LOG_FILTER = _RecordedElsewhere()
 
 
-__all__ = ["KERNEL_NAME", "PAPERMILL_LOG_FILTER", "PLAIN_KERNEL_NOTEBOOKS", "kernel_environment", "kernel_zygote", "running_kernels", "RunWriteError", "Terminated", "describe_os_error", "error_text",
+__all__ = ["KERNEL_NAME", "PAPERMILL_LOG_FILTER", "PLAIN_KERNEL_NOTEBOOKS", "kernel_environment", "kernel_zygote",
+           "running_kernels", "RunWriteError", "Terminated", "describe_os_error", "error_text",
            "execute", "export_html", "export_job_html", "io_failure", "kernel_manager_class", "partial_path", "quiet_shutdown_noise",
            "signals_ignored", "sigterm_as_interrupt", "timed_out_cell"]

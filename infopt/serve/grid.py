@@ -161,8 +161,8 @@ def _below_the_search(tests: list[dict], estimate: float, settings: ServeSetting
              if lowest.get("latency_constraint_met") and isinstance(more, (int, float)) and more > 0 else "")
     confirms = [row for row in tests if row.get("search_phase") == "confirm"]
     if confirms:  # the screen found rates under the bound; LoadGen's strict test did not confirm them
-        tried = " and ".join(f"{row['target_qps']:.3g} QPS ({_percentile_text(row, settings)}, {row.get('loadgen_result')})"
-                             for row in confirms)
+        tried = " and ".join(f"{row['target_qps']:.3g} QPS ({_percentile_text(row, settings)}, "
+                             f"{row.get('loadgen_result')})" for row in confirms)
         return (f"no rate confirmed: short screen tests met the bound up to {confirms[0]['target_qps']:.3g} QPS, but "
                 f"LoadGen's strict test at {tried} did not. M/D/1 from SingleStream's median predicts "
                 f"{estimate:.3g} QPS.")
