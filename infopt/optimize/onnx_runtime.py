@@ -225,6 +225,11 @@ def _forget_export(key: tuple[int, str], folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def shares_baseline_export(model) -> bool:
+    """The ONNX step is the variant's only one: its copy is the untouched baseline, whose export is shared."""
+    return len(model.steps) == 1
+
+
 def fp32_export(model) -> tuple[str, list[str], float, bool]:
     """``model``'s forward as an fp32 ONNX file: (path, input names, export seconds, reused). Exported once per
     baseline and device when the ONNX step is the variant's only one (the copy is then the untouched baseline);
@@ -232,7 +237,8 @@ def fp32_export(model) -> tuple[str, list[str], float, bool]:
     import weakref
 
     key = (id(model.reference), str(model.device))
-    if len(model.steps) == 1 and key in _BASELINE_EXPORTS:
+    shared = shares_baseline_export(model)
+    if shared and key in _BASELINE_EXPORTS:
         path, keys, export_s = _BASELINE_EXPORTS[key]
         return path, keys, export_s, True
     folder = tempfile.mkdtemp(prefix="infopt-onnx-")
@@ -242,7 +248,7 @@ def fp32_export(model) -> tuple[str, list[str], float, bool]:
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    if len(model.steps) == 1:
+    if shared:
         _BASELINE_EXPORTS[key] = (path, keys, export_s)
         weakref.finalize(model.reference, _forget_export, key, folder)
     return path, keys, export_s, False
@@ -273,7 +279,7 @@ def transform(name: str):
             session = _session(path, model.device)  # the session holds the weights in memory from here on
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-            if len(model.steps) > 1:  # a combination's own export
+            if not shares_baseline_export(model):  # a combination's own export
                 shutil.rmtree(os.path.dirname(fp32_path), ignore_errors=True)
         device = model.device
 
@@ -285,8 +291,8 @@ def transform(name: str):
         model.forward_contexts.clear()      # autocast was traced into the graph; it means nothing around ORT
         model.export_time_s = export_s
         index = f" (device {model.device.index or 0})" if kind == "cuda" else ""
-        shared = " (its graph reused: exported once per model)" if reused else ""
-        model.notes.append(f"ONNX export {export_s:.1f} s{shared}; {session.get_providers()[0]}{index}"
+        reuse_note = " (its graph reused: exported once per model)" if reused else ""
+        model.notes.append(f"ONNX export {export_s:.1f} s{reuse_note}; {session.get_providers()[0]}{index}"
                            + ("; inputs/outputs copied through host memory" if kind == "cuda" else ""))
     return apply
 

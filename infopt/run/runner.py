@@ -77,7 +77,8 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
             quick = bool(plan.settings.get("quick"))
             if timed:  # machine drift: the fixed reference workload before the first and after the last notebook
                 record_drift(manifest, "start", reference_device, quick)
-            local = [job for job in todo if job.model is None or isinstance(executor_for(args), LocalExecutor)]
+            executor = executor_for(args)
+            local = [job for job in todo if job.model is None or isinstance(executor, LocalExecutor)]
             forkable = [job for job in local if job.notebook not in PLAIN_KERNEL_NOTEBOOKS]
             # the libraries imported once, now (nothing else runs), for every local notebook's kernel to fork from;
             # it costs about one notebook's imports, so it pays from three notebooks on
@@ -89,7 +90,7 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
                     record_drift(manifest, "checkpoint", reference_device, quick, job.key)
 
             context.after_job = checkpoint
-            executor_for(args).run(timed, context)
+            executor.run(timed, context)
             if timed:
                 record_drift(manifest, "end", reference_device, quick)
             # the report reads every model's files and run.json: on this host, after the model notebooks
@@ -146,8 +147,9 @@ def record_drift(manifest: Manifest, moment: str, device: str, quick: bool, afte
     (``moment``: "start", "checkpoint" after the notebook ``after``, or "end").
 
     After a notebook, first wait (up to :data:`KERNEL_EXIT_WAIT_S`) for the notebooks' kernels
-    (:func:`~infopt.run.execute.running_kernels`) to exit: a kernel still shutting down competes with the reference's second or so of timing,
-    and a slowed reference widens the drift band every run-vs-run comparison relies on."""
+    (:func:`~infopt.run.execute.running_kernels`) to exit: a kernel still shutting down competes with the
+    reference's second or so of timing, and a slowed reference widens the drift band every run-vs-run comparison
+    relies on."""
     import psutil
 
     from infopt.measure.drift import record_reference

@@ -152,29 +152,28 @@ def _test_cap(settings: ServeSettings) -> str:
 
 def _below_the_search(tests: list[dict], estimate: float, settings: ServeSettings) -> str:
     """Why no peak: every tested rate failed, and lower ones would take longer than one test may."""
+    prediction = f"M/D/1 from SingleStream's median predicts {estimate:.3g} QPS."
+    confirms = [row for row in tests if row.get("search_phase") == "confirm"]
+    if confirms:  # the screen found rates under the bound; LoadGen's strict test did not confirm them
+        tried = " and ".join(f"{row['target_qps']:.3g} QPS ({_percentile_text(row, settings) or 'not measured'}, "
+                             f"{row.get('loadgen_result')})" for row in confirms)
+        return (f"no rate confirmed: short screen tests met the bound up to {confirms[0]['target_qps']:.3g} QPS, but "
+                f"LoadGen's strict test at {tried} did not. {prediction}")
     lowest = min(tests, key=lambda row: row.get("target_qps") or math.inf)
-    at = lowest.get("latency_at_percentile_ms")
-    latency = f", p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else ""
+    latency = _percentile_text(lowest, settings)
     more = lowest.get("early_stopping_more_queries")
     short = (f" (under the bound, but LoadGen's early stopping wanted {more:.0f} more queries than that test had, "
              "more than one test may take at that rate)"
              if lowest.get("latency_constraint_met") and isinstance(more, (int, float)) and more > 0 else "")
-    confirms = [row for row in tests if row.get("search_phase") == "confirm"]
-    if confirms:  # the screen found rates under the bound; LoadGen's strict test did not confirm them
-        tried = " and ".join(f"{row['target_qps']:.3g} QPS ({_percentile_text(row, settings)}, "
-                             f"{row.get('loadgen_result')})" for row in confirms)
-        return (f"no rate confirmed: short screen tests met the bound up to {confirms[0]['target_qps']:.3g} QPS, but "
-                f"LoadGen's strict test at {tried} did not. M/D/1 from SingleStream's median predicts "
-                f"{estimate:.3g} QPS.")
-    return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS{latency}{short}. Lower "
-            f"rates were not tested: {_test_cap(settings)}. M/D/1 from SingleStream's median predicts "
-            f"{estimate:.3g} QPS.")
+    return (f"no tested rate met it: the lowest, {lowest.get('target_qps', math.nan):.3g} QPS"
+            f"{', ' + latency if latency else ''}{short}. Lower rates were not tested: {_test_cap(settings)}. "
+            f"{prediction}")
 
 
-def _percentile_text(row: dict, settings: ServeSettings) -> str:
+def _percentile_text(row: dict, settings: ServeSettings) -> str | None:
+    """``p99 91 ms``: a test's latency at the bound's percentile, or None when it has none."""
     at = row.get("latency_at_percentile_ms")
-    return f"p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else \
-        f"p{settings.percentile:g} not measured"
+    return f"p{settings.percentile:g} {at:.0f} ms" if isinstance(at, (int, float)) and math.isfinite(at) else None
 
 
 def _below_the_floor(capacity: float, settings: ServeSettings) -> str | None:
