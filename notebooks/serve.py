@@ -51,7 +51,7 @@ from infopt.report.serving_chart import latency_vs_offered_load
 from infopt.results import save_results
 from infopt.run.params import coerce_namespace
 from infopt.serve import ServeSettings, best_settings, consistency_checks, serve_model
-from infopt.serve.sources import benchmark_batch1_median_ms, recommended_variant
+from infopt.serve.sources import batch1_medians_ms, recommended_variant
 
 coerce_namespace(globals())  # "-p quick false" arrives as text: typed and checked before the model loads
 settings = ServeSettings(bound_ms=latency_bound_ms, percentile=latency_percentile, scenarios=tuple(scenarios),
@@ -116,7 +116,7 @@ plots.show(latency_vs_offered_load(serving, title=f"{model} on {label}: latency 
 best = best_settings(serving)
 display(best[[c for c in ("variant", "max_batch", "max_wait_ms", "peak_qps", "offline_qps", "verdict_basis")
               if c in best]])
-checks = consistency_checks(serving, benchmark_batch1_median_ms(out, model, label))
+checks = consistency_checks(serving, batch1_medians_ms(out, model, label))
 display(checks)
 for _, row in best.iterrows():
     print(f"{model} on {label}, {row['variant']}: max {row['peak_qps']:.3g} QPS @ p{latency_percentile:g} <= "

@@ -123,6 +123,7 @@ def test_onnx_export_failure_is_an_error_row_and_the_sweep_continues(tiny_resnet
         raise ONNXExportError("torch.onnx.export failed: unsupported operator aten::fake")
 
     monkeypatch.setattr(onnx_runtime, "export_onnx", broken)
+    monkeypatch.setattr(onnx_runtime, "_BASELINE_EXPORTS", {})  # an earlier test's export of this model is not reused
     df = run_variant_sweep(tiny_resnet, ["onnxruntime", "torchao-int8-dynamic"], batch_sizes=[2],
                            timing=TimingConfig.quick(), measure_memory=False)
     rows = df.set_index("variant")

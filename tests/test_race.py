@@ -255,3 +255,27 @@ def test_the_race_lifts_dynamos_recompile_limit_while_it_holds_every_compiled_co
                      measure_memory=False, accuracy_check=check, include_compile=False)
     assert seen == [RACE_RECOMPILE_LIMIT] and RACE_RECOMPILE_LIMIT > before
     assert torch._dynamo.config.recompile_limit == before  # restored after the race
+
+
+def test_a_finalist_is_confirmed_as_raced_keeping_the_race_rounds_at_the_race_batch_size(tiny_resnet, monkeypatch):
+    """The confirmation neither transforms a finalist again nor repeats at the race's batch size the paired rounds
+    the race already ran there; the other sizes are measured in full."""
+    from infopt.optimize import race as race_module
+
+    applied = []
+    real_apply = race_module.apply_variant
+    monkeypatch.setattr(race_module, "apply_variant", lambda model, spec, **kw: applied.append(spec) or
+                        real_apply(model, spec, **kw))
+    table, race = run_variant_race(tiny_resnet, ["channels-last"], batch_sizes=(1, 2), budget_s=5.0, timing=QUICK,
+                                   measure_memory=False, accuracy_check=lambda *a: ({"accuracy_ok": True}, True))
+    assert applied == ["channels-last"]
+    entry = race.entries[0]
+    rows = table[table["variant"] == "channels-last"].set_index("batch_size")
+    if entry.stage != "final":  # eliminated as slower than the baseline: nothing to confirm
+        assert set(rows["search_stage"]) == {"eliminated"}
+        return
+    assert set(rows.index) == {1, 2} and set(rows["search_stage"]) == {"confirmed"}
+    raced = rows.loc[2]
+    assert raced["paired_rounds"] == len(entry.ratios) and "race's rounds" in raced["search_note"]
+    assert raced["paired_speedup"] == pytest.approx(entry.interval[0]) and raced["latency_p50_ms"] > 0
+    assert "race's rounds" not in rows.loc[1]["search_note"] and rows.loc[1]["paired_rounds"] >= 6

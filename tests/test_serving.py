@@ -289,24 +289,32 @@ def test_loadgen_token_latency_lines_become_ttft_and_tpot():
     assert "latency_p99_ms" not in parsed
 
 
-def test_the_serve_notebook_reads_the_benchmark_batch1_median_from_its_folder(tmp_path):
+def test_the_serve_notebook_reads_each_variants_batch1_median_from_its_folder(tmp_path):
     from infopt.results import save_results
-    from infopt.serve.sources import benchmark_batch1_median_ms, recommended_variant
+    from infopt.serve.sources import batch1_medians_ms, recommended_variant
 
-    assert benchmark_batch1_median_ms(tmp_path, "m", "cpu") is None and recommended_variant(tmp_path, "m", "cpu") is None
+    assert batch1_medians_ms(tmp_path, "m", "cpu") == {} and recommended_variant(tmp_path, "m", "cpu") is None
     rows = pd.DataFrame([{"model": "m", "device": "cpu", "batch_size": 4, "latency_p50_ms": 9.0},
                          {"model": "m", "device": "cpu", "batch_size": 1, "latency_p50_ms": 3.5}])
     save_results(rows, tmp_path, "m", "cpu", kind="results", env={})
-    assert benchmark_batch1_median_ms(tmp_path, "m", "cpu") == 3.5
+    variants = pd.DataFrame([{"model": "m", "device": "cpu", "variant": v, "batch_size": b, "status": s,
+                              "latency_p50_ms": ms} for v, b, s, ms in
+                             [("eager-fp32", 1, "ok", 3.7), ("onnxruntime-int8", 1, "ok", 1.1),
+                              ("onnxruntime-int8", 8, "ok", 6.0), ("bf16", 1, "error", 2.0)]])
+    save_results(variants, tmp_path, "m", "cpu", kind="variants", env={})
+    medians = batch1_medians_ms(tmp_path, "m", "cpu")
+    assert medians == {"eager-fp32": (3.5, "benchmark"), "onnxruntime-int8": (1.1, "optimize")}
     low = pd.DataFrame([{"variant": "eager-fp32", "role": "low-rate", "target_qps": 5.0, "latency_p50_ms": 3.9,
                          "queries": 25}])
-    check = consistency_checks(low, 3.5).iloc[0]
-    assert check["ok"] and "15%" in check["check"]
+    check = consistency_checks(low, medians).iloc[0]
+    assert check["ok"] and "15%" in check["check"] and "benchmark notebook" in check["note"]
     missed = consistency_checks(low.assign(latency_p50_ms=5.0), 3.5).iloc[0]
-    assert not missed["ok"] and "43% apart over 25 queries" in missed["note"]
-    # the benchmark times eager fp32 only: another variant's low-rate p50 is not held to fp32's median
-    other = consistency_checks(low.assign(variant="onnxruntime-int8", latency_p50_ms=1.2), 3.5).iloc[0]
-    assert other["ok"] is None and "eager-fp32 only" in other["note"]
+    assert not missed["ok"] and "43% apart from the benchmark notebook's over 25 queries" in missed["note"]
+    # a served variant is held to its own batch-1 median, timed by the optimize notebook
+    other = consistency_checks(low.assign(variant="onnxruntime-int8", latency_p50_ms=1.2), medians).iloc[0]
+    assert other["ok"] and other["expected"] == 1.1 and "optimize notebook" in other["note"]
+    unknown = consistency_checks(low.assign(variant="bf16"), medians).iloc[0]
+    assert unknown["ok"] is None and "no batch-1 median of bf16" in unknown["note"]
 
 
 def test_a_bound_single_stream_already_misses_is_not_searched(tmp_path):

@@ -19,6 +19,8 @@ from infopt.measure.timing import TimingConfig, gc_paused, make_timer, thread_co
 #: Rounds of the paired comparison. 10 is the smallest count whose 95% order-statistic CI of the median
 #: leaves out the two most extreme rounds (6 is the least that gives any interval).
 PAIRED_ROUNDS = 10
+#: The columns a paired measurement fills (:func:`paired_speedup`, or a race's rounds).
+PAIRED_COLUMNS = ("paired_speedup", "paired_speedup_ci_low", "paired_speedup_ci_high", "paired_rounds")
 #: Fewest rounds when calls are too slow for :data:`PAIRED_ROUNDS` within the time share (6: the least with a CI).
 MIN_PAIRED_ROUNDS = 6
 #: Share of each point's time cap (``timing.max_time_s``) given to the paired rounds when they run; the
@@ -92,5 +94,5 @@ def paired_speedup(baseline, variant, batch_size: int, seq_len: int | None = Non
             "paired_speedup_ci_high": high, "paired_rounds": rounds, **window.result.columns()}
 
 
-__all__ = ["MIN_PAIRED_ROUNDS", "PAIRED_ROUNDS", "PAIRED_SHARE", "block_calls", "paired_round", "paired_speedup",
+__all__ = ["MIN_PAIRED_ROUNDS", "PAIRED_COLUMNS", "PAIRED_ROUNDS", "PAIRED_SHARE", "block_calls", "paired_round", "paired_speedup",
            "unpaired_timing"]

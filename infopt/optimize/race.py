@@ -49,10 +49,11 @@ from infopt.measure.timing import TimingConfig, gc_paused, make_timer, recorded_
 from infopt.models.base import ModelWrapper
 from infopt.optimize.accuracy import compare_outputs
 from infopt.optimize.applied import apply_variant
-from infopt.optimize.paired import PAIRED_ROUNDS, paired_round
+from infopt.optimize.paired import PAIRED_COLUMNS, PAIRED_ROUNDS, paired_round
 from infopt.optimize.registry import BASELINE, VariantError, VariantNotApplicableError
 from infopt.optimize.screen import MIN_BLOCK_S, MIN_RACE_ROUNDS, SCREEN_CALLS, SCREEN_MARGIN, plan_rounds, screen
-from infopt.optimize.sweep import finish_table, reference_outputs, resolve_specs, sweep_variant, warm_up_fields
+from infopt.optimize.sweep import (ACCURACY_COLUMNS, finish_table, reference_outputs, resolve_specs, sweep_variant,
+                                   warm_up_fields)
 
 #: Rounds after which contenders still not separated end as "no significant difference".
 MAX_RACE_ROUNDS = 40
@@ -219,6 +220,8 @@ def race_columns(entry: Entry) -> dict:
 CONFIRM_TOP = 3
 #: Dynamo's per-function recompile limit during the race, which holds every compiled contender at once.
 RACE_RECOMPILE_LIMIT = 64
+#: What the race measured of a finalist at its batch size that the confirmation keeps rather than measures again.
+RACE_MEASURED = ACCURACY_COLUMNS + ("compile_time_s", "compile_calls", "compile_stable") + PAIRED_COLUMNS
 
 
 def output_agreement_check(model: ModelWrapper, variant, batch_size: int, seq_len: int | None,
@@ -311,16 +314,16 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
             race = run_search(list(safe), time_call, measure_round, budget_s=float(budget_s), max_rounds=max_rounds)
     sides.clear()
     busy = window.result.columns()
+    race_window = dataclasses.replace(window.result, detail=f"race rounds: {window.result.detail}")
     confirmed = [entry.spec for entry in race.finalists()[:confirm_top]]
-    # a finalist is confirmed as it was raced, not transformed (ONNX: exported) again; except a compiled one
-    # (the dynamo reset below frees every compiled graph) and on an accelerator, where each variant is confirmed
-    # with the baseline parked in host memory (apply_variant's park_baseline)
-    kept = {spec: safe[spec][0] for spec in confirmed if spec in safe and not safe[spec][0].compiled
-            and torch.device(model.device).type == "cpu"}
+    # a finalist is confirmed as it was raced, not transformed (ONNX: exported) or compiled again, and keeps what
+    # the race measured at its batch size (accuracy, compile time, the paired interval of its rounds); on an
+    # accelerator each variant is confirmed afresh with the baseline parked in host memory (apply_variant's
+    # park_baseline), never two on the device at once
+    on_cpu = torch.device(model.device).type == "cpu"
+    kept = {spec: safe[spec][0] for spec in confirmed if spec in safe and on_cpu}
     compiled = any(variant.compiled for variant, _ in safe.values())
     safe.clear()
-    if compiled:
-        torch._dynamo.reset()
     release_memory(model.device)
     gc.collect()
     for entry in race.entries:
@@ -328,22 +331,33 @@ def run_variant_race(model: ModelWrapper, variants: Iterable[str] | None = None,
     table_rows = sweep_variant(model, BASELINE, sizes, seq_len, references, timing, measure_memory, PAIRED_ROUNDS)
     for row in table_rows:
         row.update(search_stage="baseline", search_note="the eager fp32 reference every variant is paired with")
-    for spec in specs[1:]:
-        if spec not in confirmed:
-            if rows[spec].get("search_stage") == "final":
-                rows[spec]["search_note"] += f"; not among the {confirm_top} confirmed"
-            table_rows.append(rows[spec])
-            continue
-        for row in sweep_variant(model, spec, sizes, seq_len, references, timing, measure_memory, PAIRED_ROUNDS,
-                                 applied=kept.pop(spec, None)):
+    with torch._dynamo.config.patch(recompile_limit=RACE_RECOMPILE_LIMIT):  # kept compiled finalists stay live
+        for spec in specs[1:]:
+            if spec not in confirmed:
+                if rows[spec].get("search_stage") == "final":
+                    rows[spec]["search_note"] += f"; not among the {confirm_top} confirmed"
+                table_rows.append(rows[spec])
+                continue
             race_row = rows[spec]
-            row.update(search_stage="confirmed", search_rounds=race_row["search_rounds"],
-                       search_note=f"{race_row['search_note']}; race interval {interval_text(race_row)} at "
-                                   f"batch {race_size}")
-            for key in ("compile_time_s", "compile_calls", "compile_stable"):
-                if row.get(key) is None:
-                    row[key] = race_row.get(key)
-            table_rows.append(row)
+            applied = kept.pop(spec, None)
+            measured = {race_size: {**{key: race_row.get(key) for key in RACE_MEASURED if key in race_row},
+                                    "paired_window": race_window}} if applied is not None else None
+            for row in sweep_variant(model, spec, sizes, seq_len, references, timing, measure_memory,
+                                     PAIRED_ROUNDS, applied=applied, measured=measured):
+                row.update(search_stage="confirmed", search_rounds=race_row["search_rounds"],
+                           search_note=f"{race_row['search_note']}; race interval {interval_text(race_row)} at "
+                                       f"batch {race_size}" + ("; its paired columns there are the race's rounds"
+                                                               if measured and row["batch_size"] == race_size
+                                                               else ""))
+                for key in ("compile_time_s", "compile_calls", "compile_stable"):
+                    if row.get(key) is None:
+                        row[key] = race_row.get(key)
+                table_rows.append(row)
+            del applied
+    if compiled:
+        torch._dynamo.reset()  # free every compiled graph of the race and the confirmation
+    release_memory(model.device)
+    gc.collect()
     summary = race.line(variants=len(specs) - 1)
     for row in table_rows:
         row.update(search="racing", search_summary=summary)

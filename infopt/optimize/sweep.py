@@ -64,7 +64,7 @@ from infopt.models.base import ModelWrapper
 from infopt.optimize.accuracy import compare_outputs, tolerance_for
 from infopt.optimize.applied import VariantModel, apply_variant
 from infopt.optimize.compiled import warm_up_compiled
-from infopt.optimize.paired import PAIRED_ROUNDS, paired_speedup, unpaired_timing
+from infopt.optimize.paired import PAIRED_COLUMNS, PAIRED_ROUNDS, paired_speedup, unpaired_timing
 from infopt.optimize.recommend import add_verdicts
 from infopt.optimize.registry import (BASELINE, VARIANTS, VariantError, VariantNotApplicableError, canonical_spec,
                                       parse_spec, unavailable_reason)
@@ -131,9 +131,13 @@ def warm_up_fields(variant: VariantModel, inputs) -> dict:
 
 def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int | None, references: dict,
                    timing: TimingConfig, measure_memory: bool, paired_rounds: int = 0,
-                   applied: VariantModel | None = None) -> list[dict]:
+                   applied: VariantModel | None = None, measured: dict | None = None) -> list[dict]:
     """All batch sizes of one variant (protocol of :func:`infopt.measure.sweep.run_points`); never raises for a
-    failure inside the variant. ``applied``: ``spec`` already applied (a race's finalist), not applied again."""
+    failure inside the variant. ``applied``: ``spec`` already applied (a race's finalist), not applied again.
+    ``measured``: per batch size, fields a race already measured there on this same applied variant (its
+    accuracy check, compile time, paired columns and their ``Interference``, key ``"paired_window"``): those
+    are kept, not measured again; the latency and memory columns are always timed here."""
+    measured = measured or {}
     points = [Point.of(model, size, seq_len, variant=spec) for size in sizes]
     try:
         # on a GPU the baseline waits in host memory while its variant is measured (never both on the device)
@@ -152,37 +156,53 @@ def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int
 
     def measure_point(point: Point) -> dict:
         size, extra, failed = point.batch_size, dict(common), empty(point, "ok")
-        with recorded_failure(failed):  # compile warm-up and accuracy check, before timing
-            inputs = variant.prepare_input(size, seq_len)
-            if is_variant:
-                extra.update(warm_up_fields(variant, inputs))
-            with torch.inference_mode():
-                output = variant.forward(inputs)
-            del inputs
-            reference = references.get(size)
-            if isinstance(reference, torch.Tensor):
-                extra.update(compare_outputs(reference, output, model.task, tolerance))
-            else:
-                extra["tolerance"] = f"no reference: the {BASELINE} baseline failed ({reference})"
-            del output
+        known = dict(measured.get(size) or {})
+        paired_window = known.pop("paired_window", None)
+        paired_known = {key: known.pop(key) for key in PAIRED_COLUMNS if key in known}
+        if size in measured:  # checked (and compiled) at this size already: the timing below warms it up again
+            extra.update(known)
+        else:
+            with recorded_failure(failed):  # compile warm-up and accuracy check, before timing
+                check_before_timing(size, extra)
         if failed["status"] != "ok":
             return {**failed, **extra}
         row = benchmark_point(variant, size, seq_len, timing=unpaired_timing(timing, paired_rounds),
                               measure_memory=measure_memory)
         row.update(extra)
-        if paired_rounds and is_variant and row["status"] == "ok":
+        if paired_known and is_variant and row["status"] == "ok":
             unpaired = Interference(bool(row["interference"]), row["interference_detail"])
-            try:
-                with variant.baseline_resident():  # paired rounds need both on the device
-                    paired = paired_speedup(model, variant, size, seq_len, rounds=paired_rounds, timing=timing)
-                pair_window = Interference(paired.pop("interference"), "paired rounds: " +
-                                           paired.pop("interference_detail"))
-                row.update(paired, **combine([unpaired, pair_window]).columns())
-            except InvalidInputError:
-                raise
-            except Exception as error:  # noqa: BLE001 - the timed row stands; say why the pair is missing
-                row["notes"] = f"paired timing failed: {describe_failure(error)[1]}"
+            row.update(paired_known, **combine([unpaired, paired_window]).columns())
+        elif paired_rounds and is_variant and row["status"] == "ok":
+            add_paired(row, size)
         return row
+
+    def check_before_timing(size: int, extra: dict) -> None:
+        """The compile warm-up and the accuracy check at ``size``, into ``extra``."""
+        inputs = variant.prepare_input(size, seq_len)
+        if is_variant:
+            extra.update(warm_up_fields(variant, inputs))
+        with torch.inference_mode():
+            output = variant.forward(inputs)
+        del inputs
+        reference = references.get(size)
+        if isinstance(reference, torch.Tensor):
+            extra.update(compare_outputs(reference, output, model.task, tolerance))
+        else:
+            extra["tolerance"] = f"no reference: the {BASELINE} baseline failed ({reference})"
+
+    def add_paired(row: dict, size: int) -> None:
+        """The paired rounds against the baseline at ``size``, into ``row`` (a failure is a note, the row stands)."""
+        unpaired = Interference(bool(row["interference"]), row["interference_detail"])
+        try:
+            with variant.baseline_resident():  # paired rounds need both on the device
+                paired = paired_speedup(model, variant, size, seq_len, rounds=paired_rounds, timing=timing)
+            pair_window = Interference(paired.pop("interference"), "paired rounds: " +
+                                       paired.pop("interference_detail"))
+            row.update(paired, **combine([unpaired, pair_window]).columns())
+        except InvalidInputError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the timed row stands; say why the pair is missing
+            row["notes"] = f"paired timing failed: {describe_failure(error)[1]}"
 
     rows: list[dict] = []
     try:
@@ -191,7 +211,7 @@ def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int
         if is_variant:
             for row in rows:
                 row["notes"] = "; ".join(variant.notes + ([row["notes"]] if row.get("notes") else []))
-            compiled = variant.compiled
+            compiled = variant.compiled and applied is None  # a caller's variant: the caller frees its graphs
             del variant
             if compiled:
                 torch._dynamo.reset()  # free compiled graphs; later variants recompile the same code objects

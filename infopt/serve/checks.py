@@ -25,8 +25,14 @@ def _rows(frame: pd.DataFrame, role: str) -> pd.DataFrame:
     return frame[frame["role"] == role] if "role" in frame else frame.iloc[0:0]
 
 
-def consistency_checks(frame: pd.DataFrame, benchmark_batch1_ms: float | None = None) -> pd.DataFrame:
-    """One row per check and variant: ``check``, ``variant``, ``observed``, ``expected``, ``ok``, ``note``."""
+def consistency_checks(frame: pd.DataFrame, batch1_ms: dict | float | None = None) -> pd.DataFrame:
+    """One row per check and variant: ``check``, ``variant``, ``observed``, ``expected``, ``ok``, ``note``.
+
+    ``batch1_ms``: per variant, ``(batch-1 median ms, the notebook that timed it)``
+    (:func:`infopt.serve.sources.batch1_medians_ms`); a number is eager fp32's, from the benchmark notebook."""
+    if batch1_ms is not None and not isinstance(batch1_ms, dict):
+        batch1_ms = {BASELINE: (float(batch1_ms), "benchmark")}
+    batch1_ms = batch1_ms or {}
     out = []
     for _, peak in _rows(frame, "peak").iterrows():
         if pd.isna(peak.get("peak_qps")):
@@ -37,21 +43,21 @@ def consistency_checks(frame: pd.DataFrame, benchmark_batch1_ms: float | None = 
                     "note": "the bisection's upper end is the offline throughput, so a peak above it is a bug"})
     for _, low in _rows(frame, "low-rate").iterrows():
         observed = low.get("latency_p50_ms")
-        if low.get("variant", BASELINE) != BASELINE:  # the benchmark notebook times eager fp32 only
-            ok, note = None, f"the benchmark notebook times {BASELINE} only: no batch-1 median of this variant"
-        elif benchmark_batch1_ms and observed:
-            gap = abs(observed - benchmark_batch1_ms) / benchmark_batch1_ms
+        variant = low.get("variant", BASELINE)
+        expected, notebook = batch1_ms.get(variant, (None, None))
+        if expected and observed:
+            gap = abs(observed - expected) / expected
             ok = gap <= LOW_RATE_TOLERANCE
-            note = (f"within {LOW_RATE_TOLERANCE:.0%}" if ok else
-                    f"{gap:.0%} apart over {low.get('queries', 0):.0f} queries: the server path adds the batcher's "
-                    "queue hand-off, LoadGen's callbacks and thread wake-ups to each forward, and LoadGen's own "
-                    "threads share the cores with the model's; a busy machine or a different thread count moves "
-                    "either figure")
+            note = (f"within {LOW_RATE_TOLERANCE:.0%} of the {notebook} notebook's" if ok else
+                    f"{gap:.0%} apart from the {notebook} notebook's over {low.get('queries', 0):.0f} queries: the "
+                    "server path adds the batcher's queue hand-off, LoadGen's callbacks and thread wake-ups to each "
+                    "forward, and LoadGen's own threads share the cores with the model's; a busy machine or a "
+                    "different thread count moves either figure")
         else:
-            ok, note = None, "no benchmark batch-1 median in this run folder to compare with"
-        out.append({"check": "low-rate server p50 = benchmark batch-1 median (15%)", "variant": low["variant"],
+            ok, note = None, f"no batch-1 median of {variant} in this run folder (benchmark or optimize notebook)"
+        out.append({"check": "low-rate server p50 = batch-1 median (15%)", "variant": variant,
                     "setting": f"{low.get('target_qps', 0):.3g} qps", "observed": observed,
-                    "expected": benchmark_batch1_ms, "ok": ok, "note": note})
+                    "expected": expected, "ok": ok, "note": note})
     # steady state only: a run over capacity never drains, so its mean latency and occupancy keep growing
     # and enough requests that the window's two edges (filling, draining) do not dominate the average
     servers = (frame[frame["littles_relative_gap"].notna() & (frame["meets_bound"] == True)  # noqa: E712

@@ -1,11 +1,12 @@
 """What the serve notebook reads from the notebooks before it in the same model folder: the optimize notebook's
-recommended variant, and the benchmark notebook's batch-1 median (the low-rate check compares with it)."""
+recommended variant, and each served variant's batch-1 median (the low-rate check compares with it)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from infopt.optimize.registry import BASELINE
 from infopt.results import results_paths
 
 
@@ -31,14 +32,24 @@ def recommended_variant(out: str | Path, model: str, label: str) -> str | None:
     return None
 
 
-def benchmark_batch1_median_ms(out: str | Path, model: str, label: str) -> float | None:
-    """The benchmark notebook's batch-1 median latency (ms), or ``None`` when it was not measured here."""
-    frame = _load(out, model, label, "results")
-    if frame is None or "batch_size" not in frame or "latency_p50_ms" not in frame:
-        return None
-    rows = frame[(frame["batch_size"] == 1) & frame["latency_p50_ms"].notna()]
-    value = float(rows["latency_p50_ms"].iloc[0]) if not rows.empty else math.nan
-    return None if math.isnan(value) else value
+def batch1_medians_ms(out: str | Path, model: str, label: str) -> dict[str, tuple[float, str]]:
+    """Per variant, its batch-1 median latency (ms) and the notebook that timed it: eager fp32 from the benchmark
+    notebook, every variant confirmed at batch 1 from the optimize notebook (its unpaired timing; the benchmark's
+    figure wins for eager fp32). Empty when neither notebook ran here."""
+    medians: dict[str, tuple[float, str]] = {}
+    for kind, notebook in (("variants", "optimize"), ("results", "benchmark")):
+        frame = _load(out, model, label, kind)
+        if frame is None or "batch_size" not in frame or "latency_p50_ms" not in frame:
+            continue
+        rows = frame[(frame["batch_size"] == 1) & frame["latency_p50_ms"].notna()]
+        if "status" in rows:
+            rows = rows[rows["status"] == "ok"]
+        for _, row in rows.iterrows():
+            variant = row.get("variant") if isinstance(row.get("variant"), str) else BASELINE
+            value = float(row["latency_p50_ms"])
+            if not math.isnan(value):
+                medians[variant] = (value, notebook)
+    return medians
 
 
-__all__ = ["benchmark_batch1_median_ms", "recommended_variant"]
+__all__ = ["batch1_medians_ms", "recommended_variant"]
