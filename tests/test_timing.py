@@ -158,3 +158,13 @@ def test_cuda_timer_measures_a_matmul_with_events():
     assert result.timer == "cuda-event"
     assert result.n >= 7 and result.median_ms > 0
     assert result.ci_low_ms <= result.median_ms <= result.ci_high_ms
+
+
+def test_a_warm_up_is_capped_at_half_the_timing_cap_unless_told_otherwise():
+    from infopt.measure.timing import MAX_WARMUP_S
+
+    assert TimingConfig().max_warmup_s == MAX_WARMUP_S  # 15 s points: the usual 5 s
+    assert TimingConfig(max_time_s=4.0).max_warmup_s == 2.0  # a full-cpu benchmark point
+    assert TimingConfig(max_time_s=4.0, max_warmup_s=3.0).max_warmup_s == 3.0  # an explicit limit stands
+    with pytest.raises(InvalidInputError):
+        TimingConfig(max_warmup_s=-1.0)

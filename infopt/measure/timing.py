@@ -46,6 +46,8 @@ from infopt.presets import DEFAULT_MAX_TIME_S
 #: enough to stop promptly but rarely enough to cost nothing measurable.
 _BLOCK_TARGET_S = 0.05
 _MAX_BLOCK_CALLS = 10_000
+#: Longest warm-up (seconds) of a point unless told otherwise (and never beyond half its timing cap).
+MAX_WARMUP_S = 5.0
 
 
 @dataclass
@@ -59,10 +61,14 @@ class TimingConfig:
     min_warmup: int = 5
     warmup_window: int = 5
     warmup_tol: float = 0.02
-    max_warmup_s: float = 5.0
+    # None: half of max_time_s, at most MAX_WARMUP_S; a warm-up never outlasts the timing it prepares (a point
+    # capped at 4 s had spent up to 5 s warming up)
+    max_warmup_s: float | None = None
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_warmup_s is None:
+            self.max_warmup_s = min(MAX_WARMUP_S, self.max_time_s / 2)
         if self.min_samples < 1 or self.min_warmup < 0 or self.warmup_window < 1:
             raise InvalidInputError("min_samples and warmup_window must be at least 1 and min_warmup at least 0.")
         if not (0 <= self.min_time_s <= self.max_time_s) or self.max_warmup_s < 0:
@@ -343,5 +349,5 @@ def measure(fn: Callable[[], object], device: str | torch.device = "cpu",
     )
 
 
-__all__ = ["CpuTimer", "CudaTimer", "Measurement", "MpsTimer", "TimingConfig", "describe_failure", "gc_paused",
+__all__ = ["MAX_WARMUP_S", "CpuTimer", "CudaTimer", "Measurement", "MpsTimer", "TimingConfig", "describe_failure", "gc_paused",
            "make_timer", "measure", "thread_count"]

@@ -4,6 +4,7 @@ partial files moved into place when a notebook ends, its error in one line, sign
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -15,11 +16,25 @@ from infopt.run.plan import Job
 KERNEL_NAME = "python3"
 
 
-#: Notebooks whose kernel is started plain, never forked from the zygote: those whose rows report the process's
-#: resident memory as a figure of its own (the benchmark's ``peak_memory_mb``, the report's "process RSS"; the
-#: memory notebook). A forked kernel counts the library pages the zygote loaded only once it touches them
-#: itself: measured here, tiny resnet50's process RSS read 558 MB forked against 808 MB plain.
-PLAIN_KERNEL_NOTEBOOKS: tuple[str, ...] = ("benchmark", "memory")
+#: Notebooks whose rows report the process's resident memory as a figure of its own (the benchmark's
+#: ``peak_memory_mb``, the report's "process RSS"; the memory notebook): forked from the zygote only when its forks
+#: map its resident library pages again (:func:`infopt.run.kernel_launcher.map_pages`), else started plain. A
+#: fork that does not counts a library page only once it touches it: tiny resnet50's RSS read 558 MB forked
+#: against 808 MB plain.
+RSS_NOTEBOOKS: tuple[str, ...] = ("benchmark", "memory")
+
+
+@dataclasses.dataclass(frozen=True)
+class Zygote:
+    """A running zygote: its socket, and whether its forks map its library pages (their RSS is a plain kernel's)."""
+
+    socket: str
+    maps_library_pages: bool
+
+    def serves(self, notebook: str) -> bool:
+        return self.maps_library_pages or notebook not in RSS_NOTEBOOKS
+
+
 LAUNCHER = Path(__file__).with_name("kernel_launcher.py")
 
 
@@ -92,13 +107,13 @@ def running_kernels() -> list:
 def kernel_zygote(kernel_log: Path | None = None, ready_timeout_s: float = 180.0):
     """A zygote for the kernels of a run's notebooks (:mod:`infopt.run.kernel_launcher`): it imports the lab's
     libraries once, before the first notebook and with nothing else running, and forks one kernel per notebook.
-    Yields its socket path, or None (plain kernels) where forking is unsupported or it did not start."""
+    Yields its :class:`Zygote`, or None (plain kernels) where forking is unsupported or it did not start."""
     import select
     import shutil
     import subprocess
     import tempfile
 
-    from infopt.run.kernel_launcher import READY_LINE, ZYGOTE_FLAG, zygote_supported
+    from infopt.run.kernel_launcher import MAPS_PAGES, READY_LINE, ZYGOTE_FLAG, zygote_supported
 
     if not zygote_supported():
         yield None
@@ -110,9 +125,10 @@ def kernel_zygote(kernel_log: Path | None = None, ready_timeout_s: float = 180.0
                                stdout=subprocess.PIPE, stderr=sink, env={**os.environ, **kernel_environment()},
                                start_new_session=True)
     try:
-        ready = select.select([process.stdout], [], [], ready_timeout_s)[0] and \
-            process.stdout.readline().decode().strip() == READY_LINE
-        yield socket_path if ready else None
+        line = process.stdout.readline().decode().strip() if select.select([process.stdout], [], [],
+                                                                            ready_timeout_s)[0] else ""
+        ready = line == READY_LINE or line.startswith(READY_LINE + ":")
+        yield Zygote(socket_path, line.endswith(MAPS_PAGES)) if ready else None
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # the zygote ends when its socket is gone ...
         process.terminate()  # ... or now
@@ -293,7 +309,7 @@ class _RecordedElsewhere(logging.Filter):
 PAPERMILL_LOG_FILTER = _RecordedElsewhere()
 
 
-__all__ = ["KERNEL_NAME", "PAPERMILL_LOG_FILTER", "PLAIN_KERNEL_NOTEBOOKS", "kernel_environment", "kernel_zygote",
+__all__ = ["KERNEL_NAME", "PAPERMILL_LOG_FILTER", "RSS_NOTEBOOKS", "Zygote", "kernel_environment", "kernel_zygote",
            "running_kernels", "RunWriteError", "Terminated", "describe_os_error", "error_text",
            "execute", "export_html", "export_job_html", "io_failure", "kernel_manager_class", "partial_path", "quiet_shutdown_noise",
            "signals_ignored", "sigterm_as_interrupt", "timed_out_cell"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from infopt.run.clock import hostname, utc_now
-from infopt.run.execute import (PLAIN_KERNEL_NOTEBOOKS, error_text, execute, export_job_html, io_failure,
+from infopt.run.execute import (Zygote, error_text, execute, export_job_html, io_failure,
                                 kernel_manager_class)
 from infopt.run.manifest import Manifest
 from infopt.run.plan import Job, Plan
@@ -33,7 +33,7 @@ class RunContext:
     html: bool = True              # export each executed notebook to HTML
     progress: object | None = None  # a tqdm bar, advanced once per finished job
     after_job: Callable[[Job], None] | None = None  # called after each model notebook (the local executor)
-    zygote: str | None = None      # the socket of the run's kernel zygote (local notebooks fork from it), or None
+    zygote: Zygote | None = None   # the run's kernel zygote (local notebooks fork from it), or None
 
 
 class Executor(Protocol):
@@ -46,15 +46,16 @@ class Executor(Protocol):
 
 class LocalExecutor:
     """One notebook after another in a kernel on this interpreter: forked from the run's kernel zygote
-    (``context.zygote``, :func:`~infopt.run.execute.kernel_zygote`) when there is one, except the notebooks that
-    need a plain one (:data:`~infopt.run.execute.PLAIN_KERNEL_NOTEBOOKS`)."""
+    (``context.zygote``, :func:`~infopt.run.execute.kernel_zygote`) when there is one and it serves the notebook
+    (:meth:`~infopt.run.execute.Zygote.serves`), else in a plain one."""
 
     name = "local"
 
     def run(self, jobs: list[Job], context: RunContext) -> None:
         plan, manifest = context.plan, context.manifest
         log = plan.run_dir / ".kernels.log"
-        plain, forked = kernel_manager_class(log), kernel_manager_class(log, context.zygote)
+        zygote = context.zygote
+        plain, forked = kernel_manager_class(log), kernel_manager_class(log, zygote.socket if zygote else None)
         for job in jobs:
             if context.progress is not None:
                 context.progress.set_postfix_str(f"{job.key} on {job.target.label if job.target else 'this host'}")
@@ -67,7 +68,7 @@ class LocalExecutor:
                 manifest.save()
             start = time.perf_counter()
             try:
-                managers = plain if job.notebook in PLAIN_KERNEL_NOTEBOOKS else forked
+                managers = forked if zygote and zygote.serves(job.notebook) else plain
                 execute(job, timeout=context.timeout, cwd=job.output.parent, kernel_manager_class=managers)
                 job.status = "succeeded"
             except KeyboardInterrupt:

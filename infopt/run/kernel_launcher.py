@@ -53,7 +53,11 @@ IMPORT_TIME_ENV_PREFIXES: tuple[str, ...] = (
 #: The forwarded signals (what jupyter_client sends a kernel: interrupt, terminate, kill is uncatchable).
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 READY_LINE = "zygote ready"
+#: Appended to :data:`READY_LINE` when the zygote's forks map its resident library pages (:func:`map_pages`).
+MAPS_PAGES = "library pages mapped"
 ZYGOTE_FLAG, VIA_FLAG = "--zygote", "--via"
+#: ``madvise`` advice that faults pages into the caller's page tables without writing them (Linux 5.14+).
+MADV_POPULATE_READ = 22
 
 
 def exit_status(code) -> int:
@@ -103,6 +107,48 @@ def import_time_env(env: dict) -> dict:
 
 # ---- the zygote ------------------------------------------------------------------------------------------------
 
+def resident_library_pages() -> list[tuple[int, int]]:
+    """(address, length) runs of this process's file-backed pages (libraries, mapped files) that are resident in
+    its page tables, from ``/proc/self/pagemap``'s present bit (readable without privileges)."""
+    import struct
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    runs: list[tuple[int, int]] = []
+    with open("/proc/self/maps", encoding="utf-8") as maps, open("/proc/self/pagemap", "rb") as pagemap:
+        for line in maps:
+            fields = line.split()
+            if len(fields) < 6 or not fields[5].startswith("/"):
+                continue
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            pagemap.seek(start // page * 8)
+            present = [entry >> 63 for (entry,) in struct.iter_unpack("<Q", pagemap.read((end - start) // page * 8))]
+            first = None
+            for index, bit in enumerate([*present, 0]):
+                if bit and first is None:
+                    first = index
+                elif not bit and first is not None:
+                    runs.append((start + first * page, (index - first) * page))
+                    first = None
+    return runs
+
+
+def map_pages(runs: list[tuple[int, int]]) -> bool:
+    """Fault ``runs`` into this process's page tables (``MADV_POPULATE_READ``); False where the kernel lacks it.
+
+    Why: ``fork`` copies no page-table entries of file-backed mappings, so a forked kernel's resident set counts
+    a library page only once the kernel touches it: tiny resnet50's process RSS read 558 MB forked against 808 MB
+    in a plain kernel. Mapped again, a fork holds the library pages the zygote's imports made resident, as a
+    kernel that imported them itself does, and its RSS says so (the benchmark's and memory notebook's figure)."""
+    import ctypes
+
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return False
+    madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return all(madvise(address, length, MADV_POPULATE_READ) == 0 for address, length in runs)
+
+
 def serve_zygote(socket_path: str) -> None:
     """Import :data:`ZYGOTE_PRELOAD`, print :data:`READY_LINE`, then fork a kernel per request until the parent
     (the runner) is gone or the socket file is removed."""
@@ -115,12 +161,17 @@ def serve_zygote(socket_path: str) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the notebook that needs it reports it
             pass
+    try:
+        pages = resident_library_pages()
+        pages = pages if pages and map_pages(pages[:1]) else None
+    except OSError:
+        pages = None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
     listener.listen(16)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the system
     parent = os.getppid()
-    print(READY_LINE, flush=True)
+    print(f"{READY_LINE}: {MAPS_PAGES}" if pages else READY_LINE, flush=True)
     while os.getppid() == parent and os.path.exists(socket_path):
         if not select.select([listener], [], [], 1.0)[0]:
             continue
@@ -141,15 +192,15 @@ def serve_zygote(socket_path: str) -> None:
             continue
         if os.fork() == 0:
             listener.close()
-            supervise(connection, fds, request)  # never returns
+            supervise(connection, fds, request, pages)  # never returns
         connection.close()
         for fd in fds:
             os.close(fd)
 
 
-def supervise(connection: socket.socket, fds: list[int], request: dict) -> None:
-    """In the zygote's child: fork the kernel, tell the stand-in its pid, forward its signals, report its exit;
-    kill the kernel if the stand-in goes away."""
+def supervise(connection: socket.socket, fds: list[int], request: dict, pages: list | None = None) -> None:
+    """In the zygote's child: fork the kernel (``pages``: the library pages it maps again, :func:`map_pages`),
+    tell the stand-in its pid, forward its signals, report its exit; kill the kernel if the stand-in goes away."""
     import select
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -165,6 +216,8 @@ def supervise(connection: socket.socket, fds: list[int], request: dict) -> None:
         for number in FORWARDED_SIGNALS:
             signal.signal(number, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        if pages:
+            map_pages(pages)
         # ipykernel read JPY_PARENT_PID when the zygote imported it: the parent it watches (and dies with) is
         # set here, the supervisor, as a plain kernel's is the kernel manager that started it
         run_kernel([*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"])

@@ -31,7 +31,7 @@ from pathlib import Path
 from infopt.errors import InfoptError
 from infopt.run.cli import PROG, REPO_NOTEBOOKS, build_parser, list_everything
 from infopt.run.estimate import estimate_seconds, recorded_durations, recorded_key, search_line
-from infopt.run.execute import (PAPERMILL_LOG_FILTER, PLAIN_KERNEL_NOTEBOOKS, Terminated, describe_os_error,
+from infopt.run.execute import (PAPERMILL_LOG_FILTER, Terminated, describe_os_error,
                                 kernel_zygote, quiet_shutdown_noise, running_kernels, signals_ignored,
                                 sigterm_as_interrupt)
 from infopt.run.executors import LocalExecutor, RunContext, executor_for
@@ -79,10 +79,9 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
                 record_drift(manifest, "start", reference_device, quick)
             executor = executor_for(args)
             local = [job for job in todo if job.model is None or isinstance(executor, LocalExecutor)]
-            forkable = [job for job in local if job.notebook not in PLAIN_KERNEL_NOTEBOOKS]
             # the libraries imported once, now (nothing else runs), for every local notebook's kernel to fork from;
             # it costs about one notebook's imports, so it pays from three notebooks on
-            if len(forkable) >= ZYGOTE_MIN_NOTEBOOKS:
+            if len(local) >= ZYGOTE_MIN_NOTEBOOKS:
                 context.zygote = stack.enter_context(kernel_zygote(plan.run_dir / ".kernels.log"))
 
             def checkpoint(job):  # ... and after each timing notebook but the last (local executor: Ray's run elsewhere)
