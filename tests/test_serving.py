@@ -358,7 +358,12 @@ def test_the_headline_says_why_no_rate_was_searched():
 
     rows = pd.DataFrame([{"variant": "fp32", "role": "peak", "peak_qps": None, "error": "not searched: SingleStream's "
                           "p99 is already 157 ms, above the 100 ms bound with no queue, so no arrival rate can meet it"}])
-    assert serving_headline(rows)["serving_text"].startswith("no rate met the bound (not searched: SingleStream's p99")
+    assert serving_headline(rows)["serving_text"].startswith("no rate met the bound (fp32: not searched: SingleStream")
+    optimized = pd.DataFrame([{"variant": "int8-dynamic", "role": "peak", "peak_qps": None,
+                               "error": "no rate confirmed: short screen tests met the bound up to 15.1 QPS"}])
+    text = serving_headline(pd.concat([rows, optimized]))["serving_text"]  # the optimized variant's reason wins
+    assert text == "no rate met the bound (int8-dynamic: no rate confirmed: short screen tests met the bound up to " \
+                   "15.1 QPS)"
 
 
 def test_md1_beyond_the_exact_span_uses_the_exponential_tail_and_errs_low():

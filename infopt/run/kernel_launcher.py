@@ -21,7 +21,8 @@ kernel and exits as the kernel did (the same status, or the same signal). If it 
 supervisor kills the kernel. It falls back to a plain kernel when the zygote cannot serve it: no zygote, or an
 environment variable that libraries read at import (threads, allocator, CUDA, torch's own) differs from the
 zygote's. Forking is safe because importing starts no OpenMP pool and initialises no CUDA; the zygote runs no
-model code.
+model code. Each fork maps the library pages the zygote's imports made resident again (:func:`map_pages`), so its
+resident set, which the benchmark and memory notebooks report, counts them as a kernel that imported them does.
 
 Run by its path, not with ``-m``: importing the ``infopt`` package first would load torch before a plain kernel
 says it is ready (the notebook imports it anyway, on its own clock).

@@ -80,8 +80,9 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
             executor = executor_for(args)
             local = [job for job in todo if job.model is None or isinstance(executor, LocalExecutor)]
             # the libraries imported once, now (nothing else runs), for every local notebook's kernel to fork from;
-            # it costs about one notebook's imports, so it pays from three notebooks on
-            if len(local) >= ZYGOTE_MIN_NOTEBOOKS:
+            # it imports more than one notebook does (6-7 s on 2 cores), so it waits for four model notebooks (the
+            # report's kernel, which imports little, does not count)
+            if sum(job.model is not None for job in local) >= ZYGOTE_MIN_NOTEBOOKS:
                 context.zygote = stack.enter_context(kernel_zygote(plan.run_dir / ".kernels.log"))
 
             def checkpoint(job):  # ... and after each timing notebook but the last (local executor: Ray's run elsewhere)
@@ -133,8 +134,8 @@ def run_plan(plan: Plan, args, argv: list[str], manifest: Manifest | None = None
     return 1 if failed else 0
 
 
-#: Runs with fewer notebooks in forked kernels start them plain (the zygote's imports would cost what it saves).
-ZYGOTE_MIN_NOTEBOOKS = 3
+#: Runs with fewer model notebooks start every kernel plain (the zygote's imports would cost what it saves).
+ZYGOTE_MIN_NOTEBOOKS = 4
 #: Seconds the runner waits for its notebook kernels to exit before timing the reference workload.
 KERNEL_EXIT_WAIT_S = 10.0
 #: Notebooks whose timings a run-vs-run comparison reads; the reference is timed again after each of them.

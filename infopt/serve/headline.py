@@ -18,10 +18,10 @@ def serving_headline(rows: pd.DataFrame) -> dict:
     peaks = rows[(rows["role"] == "peak") & rows["peak_qps"].notna()] if "peak_qps" in rows else rows.iloc[0:0]
     if peaks.empty:
         measured = rows[rows["role"] == "peak"]
-        reasons = measured["error"].dropna().astype(str) if "error" in measured else pd.Series(dtype=str)
-        out["serving_text"] = ("no Server peak measured" if not len(measured) else
-                               f"no rate met the bound ({reasons.iloc[0]})" if len(reasons) else
-                               "no rate met the bound")
+        explained = measured[measured["error"].notna()] if "error" in measured else measured.iloc[0:0]
+        # the last served variant's reason: the optimized one (served after eager fp32) is the answer sought
+        reason = f" ({explained['variant'].iloc[-1]}: {explained['error'].iloc[-1]})" if len(explained) else ""
+        out["serving_text"] = "no Server peak measured" if not len(measured) else f"no rate met the bound{reason}"
         return out
     best = peaks.loc[peaks["peak_qps"].astype(float).idxmax()]
     strict = "VALID" in str(best.get("verdict_basis") or "")
