@@ -25,7 +25,9 @@ Stages, in order (each row of the result says where its variant stopped, ``searc
    screen pass.
 4. ``confirmed``: the contenders left (at most ``confirm_top``, best median first) are measured in full at every
    batch size asked for (the variant sweep's rows: latency, memory, paired speedup); the others keep the
-   interval they had when they stopped.
+   interval they had when they stopped. On a CPU a finalist is confirmed as it was raced (not transformed,
+   exported or compiled again), and at the race's batch size its row keeps the race's accuracy check, compile
+   time and paired interval (its rounds), timing only latency and memory there again.
 """
 
 from __future__ import annotations
