@@ -349,5 +349,5 @@ def measure(fn: Callable[[], object], device: str | torch.device = "cpu",
     )
 
 
-__all__ = ["MAX_WARMUP_S", "CpuTimer", "CudaTimer", "Measurement", "MpsTimer", "TimingConfig", "describe_failure", "gc_paused",
-           "make_timer", "measure", "thread_count"]
+__all__ = ["MAX_WARMUP_S", "CpuTimer", "CudaTimer", "Measurement", "MpsTimer", "TimingConfig", "describe_failure",
+           "gc_paused", "make_timer", "measure", "thread_count"]

@@ -94,5 +94,5 @@ def paired_speedup(baseline, variant, batch_size: int, seq_len: int | None = Non
             "paired_speedup_ci_high": high, "paired_rounds": rounds, **window.result.columns()}
 
 
-__all__ = ["MIN_PAIRED_ROUNDS", "PAIRED_COLUMNS", "PAIRED_ROUNDS", "PAIRED_SHARE", "block_calls", "paired_round", "paired_speedup",
-           "unpaired_timing"]
+__all__ = ["MIN_PAIRED_ROUNDS", "PAIRED_COLUMNS", "PAIRED_ROUNDS", "PAIRED_SHARE", "block_calls", "paired_round",
+           "paired_speedup", "unpaired_timing"]

@@ -169,11 +169,12 @@ def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int
         row = benchmark_point(variant, size, seq_len, timing=unpaired_timing(timing, paired_rounds),
                               measure_memory=measure_memory)
         row.update(extra)
-        if paired_known and is_variant and row["status"] == "ok":
+        if is_variant and row["status"] == "ok" and (paired_known or paired_rounds):
             unpaired = Interference(bool(row["interference"]), row["interference_detail"])
-            row.update(paired_known, **combine([unpaired, paired_window]).columns())
-        elif paired_rounds and is_variant and row["status"] == "ok":
-            add_paired(row, size)
+            if paired_known:
+                row.update(paired_known, **combine([unpaired, paired_window]).columns())
+            else:
+                add_paired(row, size, unpaired)
         return row
 
     def check_before_timing(size: int, extra: dict) -> None:
@@ -190,9 +191,8 @@ def sweep_variant(model: ModelWrapper, spec: str, sizes: list[int], seq_len: int
         else:
             extra["tolerance"] = f"no reference: the {BASELINE} baseline failed ({reference})"
 
-    def add_paired(row: dict, size: int) -> None:
+    def add_paired(row: dict, size: int, unpaired: Interference) -> None:
         """The paired rounds against the baseline at ``size``, into ``row`` (a failure is a note, the row stands)."""
-        unpaired = Interference(bool(row["interference"]), row["interference_detail"])
         try:
             with variant.baseline_resident():  # paired rounds need both on the device
                 paired = paired_speedup(model, variant, size, seq_len, rounds=paired_rounds, timing=timing)

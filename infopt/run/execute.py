@@ -18,9 +18,7 @@ KERNEL_NAME = "python3"
 
 #: Notebooks whose rows report the process's resident memory as a figure of its own (the benchmark's
 #: ``peak_memory_mb``, the report's "process RSS"; the memory notebook): forked from the zygote only when its forks
-#: map its resident library pages again (:func:`infopt.run.kernel_launcher.map_pages`), else started plain. A
-#: fork that does not counts a library page only once it touches it: tiny resnet50's RSS read 558 MB forked
-#: against 808 MB plain.
+#: map its resident library pages again (:func:`infopt.run.kernel_launcher.map_pages` says why), else plain.
 RSS_NOTEBOOKS: tuple[str, ...] = ("benchmark", "memory")
 
 
