@@ -9,6 +9,8 @@
    with an interval covering 1.2.
 
 Steps 2 and 3 use the full timing at batch sizes 1, 8 and 32 (the knob model is small, so that stays quick).
+Every run pins ``--threads`` (default 1, the setting docs/regressions.md gives for gates on a shared VM; ``--threads
+0`` leaves torch's default of one per core, to see what the default gives).
 
     python benchmarks/false_alarms.py --output /tmp/false-alarms            # about 15-25 min on a 2-core CPU
     python benchmarks/false_alarms.py --output /tmp/fa --models resnet50 --pairs 1   # a quicker look
@@ -52,9 +54,11 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=["resnet50", "distilbert", "gpt2"])
     parser.add_argument("--notebooks", nargs="+", default=["benchmark", "optimize"])
     parser.add_argument("--pairs", type=int, default=2, help="same-code pairs for the false-alarm rate")
+    parser.add_argument("--threads", type=int, default=1, help="--threads of every run (0: torch's default)")
     args = parser.parse_args()
     out = args.output.resolve()
-    common = ["--device", "cpu", "--quick", "--no-html", "--output", str(out)]
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    common = ["--device", "cpu", "--quick", "--no-html", "--output", str(out), *threads]
 
     ok = total = 0
     for pair in range(args.pairs):
@@ -68,11 +72,12 @@ def main() -> int:
         total += len(rows)
         print(compare(out / names[0], out / names[1]).stdout)
     print(f"FALSE ALARMS: {ok}/{total} rows ({100 * ok / max(total, 1):.1f}%) are 'no significant difference' or "
-          f"'within machine drift' over {args.pairs} same-code pair(s) (target >= 95%)")
+          f"'within machine drift' over {args.pairs} same-code pair(s), threads {args.threads or 'default'} "
+          f"(target >= 95%)")
 
     # the knob model is small (0.15 ms a call): its runs use the full timing (rows of about a second, not a
     # quick run's tens of milliseconds, which one 0.1-0.3 s slow spell of a shared VM covers whole)
-    full = ["--device", "cpu", "--no-html", "--output", str(out), "--batch-sizes", "1", "8", "32"]
+    full = ["--device", "cpu", "--no-html", "--output", str(out), "--batch-sizes", "1", "8", "32", *threads]
     knob = [*full, "--models", KNOB, "--notebooks", "benchmark"]
     must(runner(*knob, "--run-name", "knob-base"), "run knob-base")
     must(runner(*knob, "--run-name", "knob-same"), "run knob-same")

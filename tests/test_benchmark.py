@@ -11,8 +11,9 @@ import infopt
 from infopt.measure import benchmark
 from infopt.measure.benchmark import BENCHMARK_COLUMNS, benchmark_point, cold_start, run_batch_sweep
 from infopt.errors import InvalidInputError
+from infopt.measure import timing as timing_module
 from infopt.measure.memtrack import MIB, RssSampler, measure_peak_memory
-from infopt.measure.timing import TimingConfig
+from infopt.measure.timing import TimingConfig, visit_limits
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # One thread: the comparison of interest is the harness, and one thread is the
@@ -85,6 +86,32 @@ def test_thread_count_is_applied_to_both_passes_and_recorded(resnet, monkeypatch
     assert torch.get_num_threads() == before
 
 
+def test_short_points_are_timed_in_two_visits_keeping_every_sample_in_order(resnet, monkeypatch):
+    df = run_batch_sweep(resnet, [1, 2], timing=QUICK, measure_memory=False)
+    for _, row in df.iterrows():
+        counts, medians = list(row["visit_samples"]), list(row["visit_medians_ms"])
+        assert len(counts) == benchmark.VISITS == 2 and row["n_samples"] == sum(counts) == len(row["samples_ms"])
+        samples = row["samples_ms"]
+        assert medians == [float(np.median(samples[:counts[0]])), float(np.median(samples[counts[0]:]))]
+        assert row["latency_p50_ms"] == float(np.median(row["samples_ms"]))  # the statistics are the whole row's
+    calls = []
+    real_measure = benchmark.measure
+    monkeypatch.setattr(benchmark, "measure", lambda *args: (calls.append(1), real_measure(*args))[1])
+    monkeypatch.setattr(timing_module, "SINGLE_VISIT_CALL_S", 0.0)  # every call is "long": one visit each
+    single = run_batch_sweep(resnet, [1, 2], timing=QUICK, measure_memory=False)
+    assert [len(v) for v in single["visit_samples"]] == [1, 1] and len(calls) == 2
+
+
+def test_a_short_point_times_its_share_of_the_budget_per_visit_and_a_long_one_all_of_it():
+    config = TimingConfig(min_samples=30, min_time_s=1.0, max_time_s=4.0, visits=2)
+    share = visit_limits(config, 0.01)
+    assert (share.min_samples, share.min_time_s, share.max_time_s) == (15, 0.5, 2.0)
+    assert visit_limits(config, timing_module.SINGLE_VISIT_CALL_S) is config  # a long call: one visit, all of it
+    assert visit_limits(TimingConfig(visits=1), 0.01).max_time_s == TimingConfig().max_time_s
+    with pytest.raises(InvalidInputError, match="visits must be an integer"):
+        TimingConfig(visits=0)
+
+
 def test_simulated_oom_is_recorded_and_the_sweep_goes_on(resnet, monkeypatch):
     real_forward = resnet.forward
 
@@ -103,7 +130,7 @@ def test_simulated_oom_is_recorded_and_the_sweep_goes_on(resnet, monkeypatch):
     oom = df.set_index("batch_size").loc[2]
     assert "out of memory" in oom["error"] and oom["n_samples"] == 0
     assert "batch size 2" in df.set_index("batch_size").loc[4, "error"]
-    assert freed == [False, True]  # released after each point that ran; thoroughly after the OOM
+    assert freed == [False, True, False]  # after each point that ran, thoroughly after the OOM, after bs=1's revisit
     assert df.loc[df["status"] != "ok", "latency_mean_ms"].isna().all()
 
 

@@ -15,20 +15,28 @@ import pytest
 
 from infopt.compare import main
 from infopt.measure.drift import REFERENCE_KERNELS, describe_reference
-from infopt.report.compare import bootstrap_ratio, compare_runs, display_table, repeat_spread, timing_rows
+from infopt.report.compare import (bootstrap_ratio, compare_runs, display_table, fastest_visit, repeat_spread,
+                                   timing_rows)
 from infopt.results import save_json, save_results
 
 
-def make_run(root, name, *, scale=1.0, reference=1.0, model="toy", torch_version="2.0", seed=0, spread=1.0):
-    """A run folder with one results file (three batch sizes) whose samples are ``scale`` times a base."""
+def make_run(root, name, *, scale=1.0, reference=1.0, model="toy", torch_version="2.0", seed=0, spread=1.0,
+             slow_visit=None):
+    """A run folder with one results file (three batch sizes) whose samples are ``scale`` times a base.
+
+    ``slow_visit``: each row is two visits of 100 samples, the first of them that many times slower (a slow spell
+    of the machine that covered one visit)."""
     run = root / name
     rng = np.random.default_rng(seed)
     rows = []
     for batch_size, base_ms in ((1, 2.0), (4, 5.0), (16, 12.0)):
         samples = base_ms * scale * (1 + 0.02 * rng.standard_normal(200))
-        rows.append({"model": model, "device": "cpu", "variant": "eager-fp32", "batch_size": batch_size,
-                     "seq_len": None, "status": "ok", "latency_p50_ms": float(np.median(samples)),
-                     "samples_ms": samples.tolist()})
+        row = {"model": model, "device": "cpu", "variant": "eager-fp32", "batch_size": batch_size, "seq_len": None,
+               "status": "ok"}
+        if slow_visit:
+            samples[:100] *= slow_visit
+            row["visit_samples"] = [100, 100]
+        rows.append({**row, "latency_p50_ms": float(np.median(samples)), "samples_ms": samples.tolist()})
     save_results(pd.DataFrame(rows), run / "cpu" / model, model, "cpu", kind="results", env={})
     save_json({"schema_version": 1, "run_name": name, "status": "succeeded",
                "environment": {"torch_version": torch_version, "versions": {"numpy": "1"}, "git_commit": "abc"},
@@ -67,6 +75,26 @@ def test_a_known_regression_is_slower_and_a_slower_machine_is_drift(tmp_path):
     assert math.isclose(machine.drift.factor, 1.2)
     faster = compare_runs(base, make_run(tmp_path, "faster", scale=0.7, seed=5))
     assert set(faster.rows["verdict"]) == {"faster"}
+
+
+def test_a_slow_spell_over_one_visit_is_left_out_and_a_regression_in_every_visit_is_not(tmp_path):
+    base = make_run(tmp_path, "base", slow_visit=1.0)
+    spell = compare_runs(base, make_run(tmp_path, "spell", slow_visit=1.6, seed=6))
+    assert set(spell.rows["verdict"]) == {"no significant difference"}
+    assert np.allclose(spell.rows["ratio"], 1.0, atol=0.02)
+    # taken whole, the same rows would read 30% slower or more (the median falls inside the slow visit)
+    whole = timing_rows(make_run(tmp_path, "spell-whole", slow_visit=1.6, seed=6))
+    assert whole["visits"].tolist() == [2, 2, 2]
+    regression = compare_runs(base, make_run(tmp_path, "slower", scale=1.2, slow_visit=1.6, seed=7))
+    assert set(regression.rows["verdict"]) == {"slower"}
+    assert all(low < 1.2 < high for low, high in zip(regression.rows["ratio_low"], regression.rows["ratio_high"]))
+
+
+def test_fastest_visit_keeps_a_row_whole_when_its_counts_do_not_add_up():
+    samples = [5.0, 5.0, 1.0, 1.0, 1.0]
+    assert fastest_visit(samples, [2, 3]) == ([1.0, 1.0, 1.0], 2)
+    assert fastest_visit(samples, [2, 2]) == (samples, 1)  # counts of another row
+    assert fastest_visit(samples, None) == (samples, 1)
 
 
 def test_a_change_that_shows_only_after_dividing_by_the_reference_is_not_a_regression(tmp_path):

@@ -22,8 +22,8 @@ def logged_run(tmp_path_factory):
     uri = f"sqlite:///{output / 'store.db'}"
     proc = subprocess.run([sys.executable, str(REPO / "run_notebooks.py"), "--device", "cpu", "--quick",
                            "--models", "resnet50", "--notebooks", "benchmark", "--no-html", "--output", str(output),
-                           "--run-name", "logged", "--mlflow", uri], capture_output=True, text=True, timeout=900,
-                          cwd=str(output))
+                           "--run-name", "logged", "--mlflow", uri, "--threads", "1"], capture_output=True, text=True,
+                          timeout=900, cwd=str(output))
     return output / "logged", uri, proc
 
 
@@ -36,6 +36,20 @@ def test_the_run_records_the_reference_workload_at_start_and_end(logged_run):
     assert reference["start"]["utc"] <= reference["end"]["utc"]
 
 
+def test_threads_pin_the_notebooks_the_reference_and_the_recorded_environment(logged_run):
+    """``--threads 1`` (the steady setting for run-vs-run gates): every timed row, both reference moments and the
+    environment say one thread, and the run's settings keep it for --resume."""
+    run_dir, _, proc = logged_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["settings"]["threads"] == 1
+    assert manifest["environment"]["torch_num_threads"] == 1 and manifest["environment"]["omp_num_threads_env"] == "1"
+    for moment in ("start", "end"):
+        assert manifest["reference_workload"][moment]["matmul"]["num_threads"] == 1
+    rows = json.loads(next(run_dir.rglob("resnet50_cpu_results.json")).read_text())["rows"]
+    assert rows and all(row["num_threads"] == 1 for row in rows)
+
+
 def test_mlflow_holds_the_parameters_metrics_and_files(logged_run):
     run_dir, uri, proc = logged_run
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -44,6 +58,7 @@ def test_mlflow_holds_the_parameters_metrics_and_files(logged_run):
     experiment = client.get_experiment_by_name(history.EXPERIMENT)
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.data.params["models"] == '["resnet50"]' and run.data.params["quick"] == "True"
+    assert run.data.params["threads"] == "1"
     latency = {k: v for k, v in run.data.metrics.items() if k.startswith("cpu.resnet50.bs") and k.endswith("p50_ms")}
     saved = json.loads((run_dir / "cpu" / "resnet50" / "resnet50_cpu_results.json").read_text())["rows"]
     assert latency == {f"cpu.resnet50.bs{r['batch_size']}.p50_ms": pytest.approx(r["latency_p50_ms"]) for r in saved}

@@ -8,12 +8,12 @@ Kept cheap: quick (tiny) models, the benchmark notebook only, no HTML export.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+from _stub_notebooks import make_stub_notebooks
 from infopt.run import runner
 from infopt.run import cli
 from infopt.run.ray_executor import (RayExecutorError, check_options, check_targets, matching_nodes, pack,
@@ -63,6 +63,8 @@ def test_option_misfits_are_refused():
     with pytest.raises(RayExecutorError, match="whole GPU"):
         check_options(args)
     check_options(cli.build_parser().parse_args(["--executor", "ray", "--device", "cuda"]))  # Ray picks it
+    with pytest.raises(RayExecutorError, match="--threads applies to the local executor"):
+        check_options(cli.build_parser().parse_args(["--executor", "ray", "--threads", "1"]))
     with pytest.raises(RayExecutorError, match="HOST:PORT"):
         probe_address("no-port-here")
 
@@ -193,12 +195,11 @@ def local_ray():
 
 
 def _killing_notebook_dir(tmp_path: Path) -> Path:
-    """The repository's notebooks, with benchmark.ipynb killing the Ray worker that runs it (its kernel's parent)
-    on the plain ``cpu`` target (not on ``cpu@infopt-test=yes``)."""
+    """Stand-in notebooks (:mod:`_stub_notebooks`: seconds per kernel), with benchmark.ipynb killing the Ray worker
+    that runs it (its kernel's parent) on the plain ``cpu`` target (not on ``cpu@infopt-test=yes``)."""
     import nbformat
 
-    folder = tmp_path / "notebooks"
-    shutil.copytree(REPO / "notebooks", folder, ignore=shutil.ignore_patterns("*.py"))
+    folder = make_stub_notebooks(tmp_path / "notebooks")
     nb = nbformat.read(folder / "benchmark.ipynb", as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])) + 1
     nb.cells.insert(at, nbformat.v4.new_code_cell(  # after papermill's injected parameters: resnet50 only
@@ -219,7 +220,7 @@ def test_a_killed_worker_is_recorded_and_resume_reruns_only_it(local_ray, tmp_pa
     assert "worker" in entry[killed]["error"].lower()
     assert entry[kept]["status"] == "succeeded"  # the rest of the run went on
     assert "died" in capsys.readouterr().err
-    shutil.copy(REPO / "notebooks" / "benchmark.ipynb", notebooks / "benchmark.ipynb")  # the fault is gone
+    make_stub_notebooks(notebooks)  # the fault is gone
     assert runner.main(["--resume", *common]) == 0
     manifest = _manifest(out / "r")
     entries = {e["key"]: e for e in manifest["notebooks"]}

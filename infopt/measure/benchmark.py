@@ -13,6 +13,14 @@ devices; ``peak_memory_mb`` is what the method in ``memory_method`` sees (CPU: t
 ``interference`` / ``interference_detail``: whether other processes used the
 machine while the point was timed (:mod:`infopt.measure.interference`).
 
+Visits: a point whose calls are short (:data:`~infopt.measure.timing.SINGLE_VISIT_CALL_S`) is timed in
+:data:`VISITS` passes over the sweep (each with its share of the time budget, each warmed up again), so its
+samples come from moments a few batch sizes apart; the row keeps every sample, in order, with
+``visit_samples`` (how many each visit gave) and ``visit_medians_ms``. A shared machine's slow spells
+(measured here with one thread: 7-8% of 50 ms windows ran over 8% slow, weakly correlated beyond a quarter
+second) then rarely cover a whole row, and a run-vs-run comparison can take the fastest visit
+(:mod:`infopt.report.compare`).
+
 Definitions: latencies are per forward call of the whole batch (ms);
 ``throughput_items_per_s = batch_size / mean latency``; ``tokens_per_s`` (text
 models) ``= batch_size * seq_len / mean latency``.
@@ -20,6 +28,7 @@ models) ``= batch_size * seq_len / mean latency``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Iterable
 
@@ -27,11 +36,12 @@ import pandas as pd
 import torch
 
 from infopt.devices import synchronize
+from infopt.measure import stats
 from infopt.measure.memtrack import MIB, measure_peak_memory, release_memory
 from infopt.presets import DEFAULT_BATCH_SIZES
 from infopt.results import numeric_columns
 from infopt.measure.sweep import Point, check_batch_sizes, run_points, validate_inputs
-from infopt.measure.timing import TimingConfig, measure, recorded_failure, thread_count
+from infopt.measure.timing import TimingConfig, measure, recorded_failure, splits_budget, thread_count
 
 #: Columns of :func:`run_batch_sweep`, in order (``samples_ms`` holds the raw per-call latencies).
 BENCHMARK_COLUMNS = (
@@ -42,7 +52,7 @@ BENCHMARK_COLUMNS = (
     "throughput_items_per_s", "tokens_per_s", "model_memory_mb", "weight_memory_mb", "peak_memory_mb",
     "activation_memory_mb", "baseline_memory_mb",
     "peak_reserved_mb", "memory_method", "warmup_calls", "warmup_stable", "stop_reason", "timer", "num_threads",
-    "wall_time_s", "samples_ms",
+    "wall_time_s", "visit_medians_ms", "visit_samples", "samples_ms",
 )
 _STAT_COLUMNS = {"mean": "latency_mean_ms", "std": "latency_std_ms", "min": "latency_min_ms",
                  "p50": "latency_p50_ms", "p90": "latency_p90_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms",
@@ -50,6 +60,8 @@ _STAT_COLUMNS = {"mean": "latency_mean_ms", "std": "latency_std_ms", "min": "lat
                  "iqr": "latency_iqr_ms", "cv": "latency_cv"}
 #: How many calls the memory pass makes per point.
 MEMORY_CALLS = 3
+#: Passes over the sweep that share each short point's timing budget (see the module docstring).
+VISITS = 2
 
 
 def model_footprint(weight_bytes: int, activation_memory_mb: float) -> dict:
@@ -84,18 +96,9 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
         with recorded_failure(row):
             inputs = model.prepare_input(batch_size, seq_len)
             measurement = measure(lambda: model.forward(inputs), model.device, timing)
-            summary = measurement.stats()
-            row.update({column: summary[key] for key, column in _STAT_COLUMNS.items()})
-            mean_s = summary["mean"] / 1e3
-            tokens = model.tokens_per_batch(inputs)
-            row.update(
-                n_samples=summary["n"], converged=measurement.converged, samples_ms=measurement.samples_ms,
-                interference=measurement.interference, interference_detail=measurement.interference_detail,
-                throughput_items_per_s=model.items_per_batch(inputs) / mean_s,
-                tokens_per_s=None if tokens is None else tokens / mean_s,
-                warmup_calls=measurement.warmup_calls, warmup_stable=measurement.warmup_stable,
-                stop_reason=measurement.stop_reason, timer=measurement.timer, num_threads=measurement.num_threads,
-            )
+            row.update(warmup_stable=measurement.warmup_stable, timer=measurement.timer,
+                       num_threads=measurement.num_threads)
+            add_visit(row, measurement, model, inputs)
             if measure_memory:
                 with thread_count(timing.num_threads):
                     row.update(measure_peak_memory(lambda: model.forward(inputs), model.device, calls=MEMORY_CALLS))
@@ -107,14 +110,65 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
     return row
 
 
+def add_visit(row: dict, measurement, model, inputs) -> None:
+    """Fold one visit's :class:`~infopt.measure.timing.Measurement` into ``row``: samples appended, statistics,
+    throughput and flags over every visit so far."""
+    samples = [*(row.get("samples_ms") or []), *measurement.samples_ms]
+    first = not row.get("visit_samples")
+    summary = stats.summarize(samples)
+    row.update({column: summary[key] for key, column in _STAT_COLUMNS.items()})
+    mean_s = summary["mean"] / 1e3
+    tokens = model.tokens_per_batch(inputs)
+    detail = measurement.interference_detail
+    row.update(
+        samples_ms=samples, n_samples=summary["n"],
+        # later visits: the whole row's median CI against the target (each visit had half the budget)
+        converged=measurement.converged if first else
+        bool(stats.relative_ci_halfwidth(samples) <= measurement.config.get("target_rel_ci", 0)),
+        interference=measurement.interference or (not first and bool(row["interference"])),
+        interference_detail=detail if first else f"{row['interference_detail']}; then {detail}",
+        throughput_items_per_s=model.items_per_batch(inputs) / mean_s,
+        tokens_per_s=None if tokens is None else tokens / mean_s,
+        warmup_calls=measurement.warmup_calls + (0 if first else int(row["warmup_calls"])),
+        stop_reason=measurement.stop_reason if first else f"{row['stop_reason']}; {measurement.stop_reason}",
+        visit_samples=[*(row.get("visit_samples") or []), measurement.n],
+        visit_medians_ms=[*(row.get("visit_medians_ms") or []), measurement.median_ms],
+    )
+
+
+def revisit(model, row: dict, timing: TimingConfig) -> dict:
+    """Time ``row``'s point once more (no memory pass) and fold it in; a failure now is recorded like any point's."""
+    started = time.perf_counter()
+    inputs = None
+    try:
+        with recorded_failure(row):
+            inputs = model.prepare_input(int(row["batch_size"]), row.get("seq_len"))
+            add_visit(row, measure(lambda: model.forward(inputs), model.device, timing), model, inputs)
+    finally:
+        del inputs
+        release_memory(model.device, thorough=row["status"] != "ok")
+    row["wall_time_s"] += time.perf_counter() - started
+    return row
+
+
 def run_batch_sweep(model, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, seq_len: int | None = None, *,
-                    timing: TimingConfig | None = None, measure_memory: bool = True) -> pd.DataFrame:
-    """One row per batch size (ascending); after an out-of-memory point, larger sizes are ``skipped``."""
+                    timing: TimingConfig | None = None, measure_memory: bool = True,
+                    visits: int = VISITS) -> pd.DataFrame:
+    """One row per batch size (ascending); after an out-of-memory point, larger sizes are ``skipped``.
+
+    Points whose budget splits (:func:`~infopt.measure.timing.splits_budget`: calls under
+    :data:`~infopt.measure.timing.SINGLE_VISIT_CALL_S`) are timed in ``visits`` passes (module docstring); the
+    others get their whole budget in the first."""
     sizes = check_batch_sizes(batch_sizes)
     validate_inputs(model, seq_len)  # invalid seq_len raises before anything runs; an OOM is the points'
     points = [Point.of(model, size, seq_len) for size in sizes]
+    timing = dataclasses.replace(timing or TimingConfig(), visits=visits)
     rows = run_points(points, lambda point: benchmark_point(model, point.batch_size, seq_len, timing=timing,
                                                             measure_memory=measure_memory), empty_row)
+    for _ in range(visits - 1):
+        for row in rows:
+            if row["status"] == "ok" and splits_budget(timing, row["visit_medians_ms"][0] / 1e3):
+                revisit(model, row, timing)
     return numeric_columns(pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS)))
 
 
@@ -156,5 +210,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BENCHMARK_COLUMNS", "benchmark_point", "empty_row", "cold_start", "model_footprint", "run_batch_sweep",
-           "run_generation_sweep"]
+__all__ = ["BENCHMARK_COLUMNS", "VISITS", "add_visit", "benchmark_point", "cold_start", "empty_row", "model_footprint",
+           "revisit", "run_batch_sweep", "run_generation_sweep"]

@@ -27,8 +27,10 @@ whether other processes used the machine while it was timed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator
@@ -48,6 +50,9 @@ _BLOCK_TARGET_S = 0.05
 _MAX_BLOCK_CALLS = 10_000
 #: Longest warm-up (seconds) of a point unless told otherwise (and never beyond half its timing cap).
 MAX_WARMUP_S = 5.0
+#: A point whose calls take longer (seconds) is timed in one visit with its whole budget, whatever
+#: ``TimingConfig.visits`` says: its samples span seconds already, and another warm-up would cost more than it tells.
+SINGLE_VISIT_CALL_S = 0.25
 
 
 @dataclass
@@ -65,6 +70,8 @@ class TimingConfig:
     # capped at 4 s had spent up to 5 s warming up)
     max_warmup_s: float | None = None
     num_threads: int | None = None
+    # passes over a sweep that share this budget when calls are short (:func:`splits_budget`); 1: one pass
+    visits: int = 1
 
     def __post_init__(self) -> None:
         if self.max_warmup_s is None:
@@ -75,6 +82,8 @@ class TimingConfig:
             raise InvalidInputError("Timing limits must satisfy 0 <= min_time_s <= max_time_s and max_warmup_s >= 0.")
         if not self.target_rel_ci > 0 or not self.warmup_tol > 0:
             raise InvalidInputError("target_rel_ci and warmup_tol must be positive.")
+        if isinstance(self.visits, bool) or not isinstance(self.visits, int) or self.visits < 1:
+            raise InvalidInputError(f"visits must be an integer of at least 1, got {self.visits!r}.")
         if self.num_threads is not None and (isinstance(self.num_threads, bool) or int(self.num_threads) < 1):
             raise InvalidInputError(f"num_threads must be at least 1 or None, got {self.num_threads!r}.")
 
@@ -88,6 +97,21 @@ class TimingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def splits_budget(config: TimingConfig, call_s: float) -> bool:
+    """Whether a point with calls of ``call_s`` seconds shares its budget over ``config.visits`` visits."""
+    return config.visits > 1 and call_s < SINGLE_VISIT_CALL_S
+
+
+def visit_limits(config: TimingConfig, call_s: float) -> TimingConfig:
+    """The limits one visit works to: ``config``'s ``1 / visits`` share (time limits and sample count) when the
+    point :func:`splits_budget`, else ``config`` itself."""
+    if not splits_budget(config, call_s):
+        return config
+    share = config.visits
+    return dataclasses.replace(config, min_time_s=config.min_time_s / share, max_time_s=config.max_time_s / share,
+                               min_samples=max(1, math.ceil(config.min_samples / share)))
 
 
 @contextlib.contextmanager
@@ -107,6 +131,44 @@ def thread_count(num_threads: int | None) -> Iterator[int]:
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
+
+
+#: Environment variables that carry a pinned thread count to the processes a run starts (read at import by
+#: OpenMP and MKL, so a notebook kernel, forked or not, starts with the count).
+THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def available_cores() -> int:
+    """Logical cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def pin_threads(count: int | None) -> None:
+    """Make ``count`` the thread count of this process and of every process it starts from now on (``None``: leave
+    torch's default, one thread per core).
+
+    Why a run pins it: on a shared 2-vCPU VM a two-thread op waits for whichever vCPU the host serves later, so
+    its times jump between states up to 1.7x apart for seconds at a time; one thread moved about 10% (1 s medians,
+    p95/p5, measured here: docs/regressions.md). torch follows here; kernels and ONNX Runtime (which takes
+    torch's count) follow through :data:`THREAD_ENVIRONMENT`.
+    """
+    if count is None:
+        return
+    count = check_threads(count)
+    for name in THREAD_ENVIRONMENT:
+        os.environ[name] = str(count)
+    torch.set_num_threads(count)
+
+
+def check_threads(count) -> int:
+    """``count`` as a thread count this process may use; one sentence (:class:`InvalidInputError`) otherwise."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= available_cores():
+        raise InvalidInputError(f"--threads {count}: this machine lets the run use 1 to {available_cores()} "
+                                f"thread(s), one per core it may run on.")
+    return count
 
 
 @contextlib.contextmanager
@@ -319,25 +381,26 @@ def measure(fn: Callable[[], object], device: str | torch.device = "cpu",
     with thread_count(config.num_threads) as threads, torch.inference_mode(), gc_paused(), watch(device) as window:
         warmup_calls, warmup_stable, recent = _warm_up(timer, fn, config)
         estimate_s = max(float(np.median(recent)) / 1e3, 1e-7)
+        limits = visit_limits(config, estimate_s)  # one visit's share of the budget, or all of it
         samples: list[float] = []
         sampling_started = time.perf_counter()
-        next_check = config.min_samples
+        next_check = limits.min_samples
         while True:
             elapsed = time.perf_counter() - sampling_started
-            remaining = config.max_time_s - elapsed
+            remaining = limits.max_time_s - elapsed
             calls = max(1, min(_MAX_BLOCK_CALLS, int(_BLOCK_TARGET_S / estimate_s), int(remaining / estimate_s)))
             block_started = time.perf_counter()
             samples += timer.run_block(fn, calls)
             estimate_s = max((time.perf_counter() - block_started) / calls, 1e-7)
             elapsed = time.perf_counter() - sampling_started
-            enough = len(samples) >= config.min_samples and elapsed >= config.min_time_s
+            enough = len(samples) >= limits.min_samples and elapsed >= limits.min_time_s
             if enough and len(samples) >= next_check:
                 # The CI costs O(n); checking at ~10% growth keeps the total cost linear.
                 next_check = int(len(samples) * 1.1) + 1
                 if stats.relative_ci_halfwidth(samples) <= config.target_rel_ci:
                     converged, reason = True, "ci-target-met"
                     break
-            if elapsed >= config.max_time_s:
+            if elapsed >= limits.max_time_s:
                 converged = enough and stats.relative_ci_halfwidth(samples) <= config.target_rel_ci
                 reason = "ci-target-met" if converged else "max-time"
                 break
@@ -349,5 +412,6 @@ def measure(fn: Callable[[], object], device: str | torch.device = "cpu",
     )
 
 
-__all__ = ["MAX_WARMUP_S", "CpuTimer", "CudaTimer", "Measurement", "MpsTimer", "TimingConfig", "describe_failure",
-           "gc_paused", "make_timer", "measure", "thread_count"]
+__all__ = ["MAX_WARMUP_S", "SINGLE_VISIT_CALL_S", "THREAD_ENVIRONMENT", "CpuTimer", "CudaTimer", "Measurement",
+           "MpsTimer", "TimingConfig", "available_cores", "check_threads", "describe_failure", "gc_paused",
+           "make_timer", "measure", "pin_threads", "splits_budget", "thread_count", "visit_limits"]

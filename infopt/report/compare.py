@@ -1,10 +1,12 @@
 """Run vs run: did it get slower? Per target, model, kind, variant and batch size, with drift accounted for.
 
 For every timing row the two runs share (same target folder, model, kind, variant, batch size, sequence or
-prompt length), the **ratio of medians** ``new / base`` (above 1: slower) gets a 95% interval by a
-**percentile bootstrap** over both runs' raw samples (each run resampled independently,
-:data:`BOOTSTRAP_RESAMPLES` times, fixed seed, so the same two runs always give the same table). The
-**drift-normalised ratio** divides it by the ratio of the two runs' reference-workload times
+prompt length), the **ratio of medians** ``new / base`` (above 1: slower) gets a 95% interval by a **percentile
+bootstrap** over both runs' raw samples (each run resampled independently, :data:`BOOTSTRAP_RESAMPLES` times,
+fixed seed, so the same two runs always give the same table). A row timed in several visits
+(:mod:`infopt.measure.benchmark`) stands for its **fastest visit**: a slow spell of a shared machine that
+covered one visit is left out, the same way in both runs, as the reference workload leaves out its slow blocks.
+The **drift-normalised ratio** divides it by the ratio of the two runs' reference-workload times
 (:mod:`infopt.measure.drift`); its interval is also widened by both runs' within-run spreads (the reference's
 moments, and any point a run timed twice, :func:`repeat_spread`), since the machine's speed at a row's own
 moment is only known that well. Verdicts:
@@ -91,14 +93,29 @@ def timing_rows(run_dir: str | Path) -> pd.DataFrame:
             samples = row.get(column)
             if not isinstance(samples, (list, tuple, np.ndarray)) or len(samples) < 2:
                 continue
+            samples, visits = fastest_visit(samples, row.get("visit_samples") if column == "samples_ms" else None)
             key = {"target": target, "model": str(row.get("model")), "metric": metric}
             for name in IDENTITY_COLUMNS:
                 value = row.get(name)
                 key[name] = None if value is None or (isinstance(value, float) and math.isnan(value)) else \
                     (int(value) if isinstance(value, (float, np.floating)) and float(value).is_integer() else value)
-            key["samples"] = np.asarray(samples, dtype=float)
+            key["samples"], key["visits"] = np.asarray(samples, dtype=float), visits
             records.append(key)
     return pd.DataFrame(records)
+
+
+def fastest_visit(samples, visit_samples) -> tuple[list, int]:
+    """The samples of the visit with the smallest median, and how many visits the row had (1: all samples).
+
+    ``visit_samples`` counts each visit's samples in order; counts that do not add up to the samples (an older
+    or hand-made row) leave the row whole."""
+    samples = list(samples)
+    counts = [int(c) for c in visit_samples] if isinstance(visit_samples, (list, tuple, np.ndarray)) else []
+    if len(counts) < 2 or sum(counts) != len(samples) or min(counts) < 1:
+        return samples, 1
+    edges = np.cumsum([0, *counts])
+    visits = [samples[a:b] for a, b in zip(edges[:-1], edges[1:])]
+    return min(visits, key=lambda visit: float(np.median(visit))), len(visits)
 
 
 def repeat_spread(rows: pd.DataFrame) -> float:
@@ -282,5 +299,5 @@ def summary_lines(comparison: Comparison) -> list[str]:
 
 
 __all__ = ["BOOTSTRAP_RESAMPLES", "MIN_EFFECT_PCT", "Comparison", "VERDICTS", "bootstrap_ratio", "compare_runs",
-           "display_table",
-           "environment_changes", "read_run", "repeat_spread", "summary_lines", "timing_rows", "verdict"]
+           "display_table", "environment_changes", "fastest_visit", "read_run", "repeat_spread", "summary_lines",
+           "timing_rows", "verdict"]

@@ -86,7 +86,7 @@ def run_ab(args, argv: list[str]) -> int:
     from infopt import env, layout
     from infopt.devices import resolve_device
     from infopt.measure.drift import record_reference
-    from infopt.measure.timing import TimingConfig
+    from infopt.measure.timing import TimingConfig, pin_threads
     from infopt.models import load_model, validate_spec
     from infopt.presets import DEFAULT_MAX_TIME_S
     from infopt.results import save_json, save_results
@@ -108,6 +108,7 @@ def run_ab(args, argv: list[str]) -> int:
         if run.run_dir.exists():
             raise InvalidInputError(f"Run folder {run.run_dir} already exists; choose another --run-name.")
         size = "tiny" if quick else "full"
+        pin_threads(args.threads)  # before the models exist: ONNX Runtime sessions take torch's count
         baseline, candidate = (load_model(spec, device=device, size=size) for spec in specs)
     except InfoptError as error:
         print(f"run_notebooks.py: error: {error}", file=sys.stderr)
@@ -118,7 +119,7 @@ def run_ab(args, argv: list[str]) -> int:
     manifest = {"schema_version": 1, "run_name": run.run_dir.name, "mode": "ab", "status": "running",
                 "command": argv, "command_line": " ".join(shlex.quote(a) for a in argv), "started_utc": utc_now(),
                 "settings": {"ab": specs, "device": device, "batch_sizes": batch_sizes, "quick": quick,
-                             "size": size, "rounds": QUICK_AB_ROUNDS if quick else AB_ROUNDS,
+                             "size": size, "threads": args.threads, "rounds": QUICK_AB_ROUNDS if quick else AB_ROUNDS,
                              "timing": timing.to_dict()},
                 "environment": env.collect(), "notebooks": []}
     manifest["git_commit"] = manifest["environment"].get("git_commit")

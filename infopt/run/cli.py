@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-name", default=None, help="run folder name (default: a UTC timestamp)")
     parser.add_argument("--timeout", type=_positive_int, default=None, metavar="SECONDS",
                         help="per-cell execution timeout in seconds (default: none)")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                        help="torch/OpenMP threads for every notebook and the reference workload (default: torch's "
+                             "own, one per core); on a shared VM fewer threads than cores time far more steadily, "
+                             "the setting for run-vs-run gates (docs/regressions.md)")
     parser.add_argument("--html", action=argparse.BooleanOptionalAction, default=None,
                         help="also export every executed notebook to HTML (default: on)")
     parser.add_argument("--list", action="store_true",

@@ -98,7 +98,8 @@ def run_parameters(manifest: dict) -> dict[str, str]:
               "device": settings.get("device"), "models": settings.get("models") or settings.get("ab"),
               "notebooks": settings.get("notebooks"), "quick": settings.get("quick"), "preset": settings.get("preset"),
               "batch_sizes": settings.get("batch_sizes"), "torch_version": environment.get("torch_version"),
-              "cpu_model": environment.get("cpu_model"), "git_commit": manifest.get("git_commit"),
+              "threads": environment.get("torch_num_threads"), "cpu_model": environment.get("cpu_model"),
+              "git_commit": manifest.get("git_commit"),
               "hostname": environment.get("hostname"), "status": manifest.get("status")}
     return {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:500] for k, v in params.items()
             if v is not None}

@@ -10,6 +10,7 @@ from pathlib import Path
 from infopt import layout
 from infopt.devices import DeviceTarget, device_kind, resolve_targets
 from infopt.errors import InfoptError, InvalidInputError
+from infopt.measure.timing import check_threads
 from infopt.models import list_models, spec_folder_name, validate_spec
 from infopt import presets
 from infopt.run.cli import REPO_NOTEBOOKS, RUNNER_PARAMETERS, check_param, notebook_parameters
@@ -114,6 +115,7 @@ SETTING_FLAGS = {
     "batch_sizes": ("--batch-sizes", "batch_sizes", None),
     "quick": ("--quick", "quick", False),
     "timeout": ("--timeout", "timeout_s", None),
+    "threads": ("--threads", "threads", None),
     "html": ("--html/--no-html", "html", True),
     "notebook_dir": ("--notebook-dir", "notebook_dir", str(REPO_NOTEBOOKS)),
 }
@@ -246,6 +248,8 @@ def build_plan(args) -> Plan:
     if len(set(notebooks)) != len(notebooks):
         raise InvalidInputError(f"--notebooks lists a notebook twice: {' '.join(notebooks)}.")
     targets = targets_of(args, args.device)
+    if args.threads is not None:
+        check_threads(args.threads)
     run_name = default_run_name() if args.run_name is None else args.run_name
     output_root = Path(args.output).resolve()
     if output_root.exists() and not output_root.is_dir():
@@ -281,7 +285,7 @@ def build_plan(args) -> Plan:
     first = next(iter(target_presets.values()))
     settings = {"device": texts[0] if len(texts) == 1 else texts, "models": models, "notebooks": notebooks,
                 "batch_sizes": args.batch_sizes,
-                "quick": args.quick, "timeout_s": args.timeout, "html": args.html, "output": str(output_root),
+                "quick": args.quick, "timeout_s": args.timeout, "threads": args.threads, "html": args.html, "output": str(output_root),
                 "extra_parameters": extra, "notebook_dir": str(notebook_dir.resolve()),
                 **data_settings["record"],
                 "preset": first.name if shared else names,

@@ -65,6 +65,9 @@ def check_options(args) -> None:
         if getattr(args, "ray_address", None):
             raise RayExecutorError("--ray-address only applies to --executor ray.")
         return
+    if getattr(args, "threads", None) is not None:
+        raise RayExecutorError("--threads applies to the local executor: Ray's workers keep their own thread "
+                               "settings.")
     for text in [device] if isinstance(device, str) else device:
         if str(text).startswith("cuda:"):
             raise RayExecutorError(f"--device {text}: with --executor ray, Ray assigns each job a whole GPU; "

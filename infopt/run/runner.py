@@ -254,6 +254,9 @@ def take_run_folder(plan: Plan, *, resume: bool) -> RunLock:
 
 
 def start(plan: Plan, args, command: list[str]) -> int:
+    from infopt.measure.timing import pin_threads
+
+    pin_threads(plan.settings.get("threads"))  # before the zygote and every kernel: they inherit it
     manifest = Manifest(plan, command)
     if args.resume:
         mark_resumable(plan, manifest)
