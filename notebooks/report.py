@@ -65,9 +65,11 @@ plots.show(summary.chart(headline), charts, "summary")
 # %% [markdown]
 # ## Did it get slower?
 # This run against each run `compare_runs` lists (that run the base, this one the new): per target, model, variant
-# and batch size, the change of the median with a 95% bootstrap interval, the change divided by the machine's
-# drift (the reference workload both runs timed at their start, after each timing notebook and at their end), the verdict, and what changed in the
-# environment. The same table as `python -m infopt.compare BASE NEW` (docs/regressions.md).
+# and batch size, the change of the median with a 95% bootstrap interval (a row timed in two visits: its fastest
+# visit's), the change divided by the machine's drift (the reference workload both runs timed at their start,
+# after each timing notebook and at their end), the verdict, and what changed in the environment. The same table
+# as `python -m infopt.compare BASE NEW` (docs/regressions.md); for a gate on a shared VM, run both with
+# `--threads 1`.
 
 # %%
 from infopt.errors import InvalidInputError
