@@ -130,7 +130,7 @@ def test_simulated_oom_is_recorded_and_the_sweep_goes_on(resnet, monkeypatch):
     oom = df.set_index("batch_size").loc[2]
     assert "out of memory" in oom["error"] and oom["n_samples"] == 0
     assert "batch size 2" in df.set_index("batch_size").loc[4, "error"]
-    assert freed == [False, True, False]  # after each point that ran, thoroughly after the OOM, after bs=1's revisit
+    assert freed == [False, True, False]  # after each point that ran, thoroughly after the OOM, after bs=1's second visit
     assert df.loc[df["status"] != "ok", "latency_mean_ms"].isna().all()
 
 

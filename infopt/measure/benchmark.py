@@ -37,6 +37,7 @@ import torch
 
 from infopt.devices import synchronize
 from infopt.measure import stats
+from infopt.measure.interference import Interference, combine
 from infopt.measure.memtrack import MIB, measure_peak_memory, release_memory
 from infopt.presets import DEFAULT_BATCH_SIZES
 from infopt.results import numeric_columns
@@ -88,17 +89,20 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
     Invalid inputs raise :class:`~infopt.errors.InvalidInputError`; a failure while
     running is returned as a row with ``status`` ``"oom"`` or ``"error"``.
     """
-    timing = timing or TimingConfig()
-    started = time.perf_counter()
     row = empty_row(Point.of(model, batch_size, seq_len), "ok")
+    return time_visit(model, row, seq_len, timing or TimingConfig(), measure_memory)
+
+
+def time_visit(model, row: dict, seq_len: int | None, timing: TimingConfig, measure_memory: bool = False) -> dict:
+    """Time ``row``'s point once (a visit: :func:`add_visit`; ``seq_len`` as the caller gave it, so a wrong one is
+    refused), then, with ``measure_memory``, its memory pass; a failure is recorded in ``row`` (``status``,
+    ``error``) like any point's, and the inputs are released."""
+    started = time.perf_counter()
     inputs = None
     try:
         with recorded_failure(row):
-            inputs = model.prepare_input(batch_size, seq_len)
-            measurement = measure(lambda: model.forward(inputs), model.device, timing)
-            row.update(warmup_stable=measurement.warmup_stable, timer=measurement.timer,
-                       num_threads=measurement.num_threads)
-            add_visit(row, measurement, model, inputs)
+            inputs = model.prepare_input(int(row["batch_size"]), seq_len)
+            add_visit(row, measure(lambda: model.forward(inputs), model.device, timing), model, inputs)
             if measure_memory:
                 with thread_count(timing.num_threads):
                     row.update(measure_peak_memory(lambda: model.forward(inputs), model.device, calls=MEMORY_CALLS))
@@ -106,7 +110,7 @@ def benchmark_point(model, batch_size: int, seq_len: int | None = None, *, timin
     finally:
         del inputs
         release_memory(model.device, thorough=row["status"] != "ok")
-    row["wall_time_s"] = time.perf_counter() - started
+    row["wall_time_s"] = (row.get("wall_time_s") or 0.0) + time.perf_counter() - started
     return row
 
 
@@ -115,18 +119,21 @@ def add_visit(row: dict, measurement, model, inputs) -> None:
     throughput and flags over every visit so far."""
     samples = [*(row.get("samples_ms") or []), *measurement.samples_ms]
     first = not row.get("visit_samples")
+    if first:
+        row.update(warmup_stable=measurement.warmup_stable, timer=measurement.timer,
+                   num_threads=measurement.num_threads)
     summary = stats.summarize(samples)
     row.update({column: summary[key] for key, column in _STAT_COLUMNS.items()})
     mean_s = summary["mean"] / 1e3
     tokens = model.tokens_per_batch(inputs)
-    detail = measurement.interference_detail
+    window = Interference(measurement.interference, measurement.interference_detail)
+    if not first:  # one verdict for the row's windows, as for a variant's unpaired and paired ones
+        window = combine([Interference(bool(row["interference"]), row["interference_detail"]), window])
     row.update(
-        samples_ms=samples, n_samples=summary["n"],
+        **window.columns(), samples_ms=samples, n_samples=summary["n"],
         # later visits: the whole row's median CI against the target (each visit had half the budget)
         converged=measurement.converged if first else
         bool(stats.relative_ci_halfwidth(samples) <= measurement.config.get("target_rel_ci", 0)),
-        interference=measurement.interference or (not first and bool(row["interference"])),
-        interference_detail=detail if first else f"{row['interference_detail']}; then {detail}",
         throughput_items_per_s=model.items_per_batch(inputs) / mean_s,
         tokens_per_s=None if tokens is None else tokens / mean_s,
         warmup_calls=measurement.warmup_calls + (0 if first else int(row["warmup_calls"])),
@@ -134,21 +141,6 @@ def add_visit(row: dict, measurement, model, inputs) -> None:
         visit_samples=[*(row.get("visit_samples") or []), measurement.n],
         visit_medians_ms=[*(row.get("visit_medians_ms") or []), measurement.median_ms],
     )
-
-
-def revisit(model, row: dict, timing: TimingConfig) -> dict:
-    """Time ``row``'s point once more (no memory pass) and fold it in; a failure now is recorded like any point's."""
-    started = time.perf_counter()
-    inputs = None
-    try:
-        with recorded_failure(row):
-            inputs = model.prepare_input(int(row["batch_size"]), row.get("seq_len"))
-            add_visit(row, measure(lambda: model.forward(inputs), model.device, timing), model, inputs)
-    finally:
-        del inputs
-        release_memory(model.device, thorough=row["status"] != "ok")
-    row["wall_time_s"] += time.perf_counter() - started
-    return row
 
 
 def run_batch_sweep(model, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, seq_len: int | None = None, *,
@@ -168,7 +160,7 @@ def run_batch_sweep(model, batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES, seq
     for _ in range(visits - 1):
         for row in rows:
             if row["status"] == "ok" and splits_budget(timing, row["visit_medians_ms"][0] / 1e3):
-                revisit(model, row, timing)
+                time_visit(model, row, seq_len, timing)
     return numeric_columns(pd.DataFrame(rows, columns=list(BENCHMARK_COLUMNS)))
 
 
@@ -211,4 +203,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["BENCHMARK_COLUMNS", "VISITS", "add_visit", "benchmark_point", "cold_start", "empty_row", "model_footprint",
-           "revisit", "run_batch_sweep", "run_generation_sweep"]
+           "run_batch_sweep", "run_generation_sweep", "time_visit"]

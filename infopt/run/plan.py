@@ -285,7 +285,8 @@ def build_plan(args) -> Plan:
     first = next(iter(target_presets.values()))
     settings = {"device": texts[0] if len(texts) == 1 else texts, "models": models, "notebooks": notebooks,
                 "batch_sizes": args.batch_sizes,
-                "quick": args.quick, "timeout_s": args.timeout, "threads": args.threads, "html": args.html, "output": str(output_root),
+                "quick": args.quick, "timeout_s": args.timeout, "threads": args.threads, "html": args.html,
+                "output": str(output_root),
                 "extra_parameters": extra, "notebook_dir": str(notebook_dir.resolve()),
                 **data_settings["record"],
                 "preset": first.name if shared else names,
