@@ -112,3 +112,19 @@ def test_default_tolerances_by_precision_and_device():
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == saved
     assert FP32_TOLERANCE.max_rel_error < TF32_TOLERANCE.max_rel_error < REDUCED_TOLERANCE.max_rel_error
+
+
+def test_comparing_block_by_block_gives_the_whole_tensor_figures(logits, monkeypatch):
+    """A large output is compared in row blocks (memory); the figures must not depend on where blocks split."""
+    from infopt.optimize import accuracy
+
+    candidate = logits + 0.01 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(3))
+    candidate[3, 5] = -candidate[3, 5]                       # the last row, worst cosine, in the last block
+    whole = compare_outputs(logits, candidate, "causal-lm", REDUCED_TOLERANCE)
+    monkeypatch.setattr(accuracy, "BLOCK_ELEMENTS", 2 * 50)  # 2 rows a block: 12 blocks
+    blocks = compare_outputs(logits, candidate, "causal-lm", REDUCED_TOLERANCE)
+    for key in ("rel_error", "cosine_similarity", "max_abs_error", "top1_agreement"):
+        assert blocks[key] == pytest.approx(whole[key], rel=1e-12), key
+    assert blocks["cosine_similarity"] == pytest.approx(-1.0, abs=1e-3) and blocks["accuracy_ok"] is False
+    candidate[3, 5, 0] = float("nan")                        # a non-finite value in the last block only
+    assert math.isnan(compare_outputs(logits, candidate, "causal-lm")["rel_error"])
