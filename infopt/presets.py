@@ -9,8 +9,9 @@ constants below, so a number such as the 15 s timing cap is written once.
 
 Why these sizes: ``full`` is what a GPU or a patient CPU user measures;
 ``full-cpu`` caps the time per timed point and races the variants (compiled
-ones included) in a budget so the default CPU run stays near 12 minutes; ``quick`` uses tiny models and a
-handful of iterations to smoke-test the whole pipeline in a few minutes.
+ones included) in a budget: the default three-model CPU run takes about 24 minutes on 2 cores (measured
+figures per notebook: :mod:`infopt.run.estimate`); ``quick`` uses tiny models and a handful of iterations to
+smoke-test the whole pipeline in about 90 s.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ FULL = Preset(
     kv_prompt_len=32, kv_new_tokens=64, include_compile=True,
 )
 
-#: ``full`` with the CPU caps, sized so the default three-model CPU run stays near 12 minutes on 2 cores:
+#: ``full`` with the CPU caps, sized to keep the default three-model CPU run short on 2 cores (about 24 min):
 #: shorter timed points, two prompt lengths of 16 new tokens and one no-cache length (every step recomputes the
 #: prompt, one length shows it), the racing search in a shorter budget (compiled paths included), two generation
 #: variants instead of the full set (each costs tens of seconds of generate calls on a CPU; the full set:

@@ -144,7 +144,8 @@ from infopt.measure.timing import TimingConfig
 peaks = device_peaks_once(wrapper.device, peaks_path, quick=quick)  # measured once per device and run
 save_json(peaks, out / f"{safe_name(model)}_{label}_peaks.json", overwrite=overwrite)  # a spec may hold "/"
 roof = roofline(wrapper, batch_size, device=wrapper.device, seq_len=text_seq_len, peaks=peaks,
-                timing=TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s))
+                timing=TimingConfig.quick() if quick else TimingConfig(max_time_s=max_time_s),
+                profiled=prof)  # the profile above: its module and operator times, not a second profile
 save_results(roof.modules, out, model, label, kind="roofline", config=roof.config, overwrite=overwrite)
 save_results(roof.operators, out, model, label, kind="roofline_ops", config=roof.config, overwrite=overwrite)
 save_results(pd.DataFrame([roof.whole_model]), out, model, label, kind="roofline_model", config=roof.config,

@@ -134,6 +134,22 @@ def test_no_roofline_point_sits_above_its_roof(tiny_models, cpu_peaks, name):
     assert timed_ops["flops"].sum() == whole["flops"]  # every FLOP-carrying operator got a time
 
 
+def test_a_profile_already_taken_is_used_and_one_of_another_point_is_refused(tiny_resnet, cpu_peaks, monkeypatch):
+    """The profile notebook hands its own profile to the roofline: no second profile, the same counts; a profile
+    of another batch size would pair one point's FLOPs with another's times and is refused."""
+    from infopt.analyze import roofline as roofline_module
+    from infopt.analyze.profiling import profile_model
+
+    taken = profile_model(tiny_resnet, 2, None, active=1)
+    monkeypatch.setattr(roofline_module, "profile_model", lambda *a, **k: pytest.fail("profiled a second time"))
+    result = roofline(tiny_resnet, 2, peaks=cpu_peaks, timing=TimingConfig.quick(), profiled=taken)
+    assert result.whole_model["flops"] == taken.counts.total_flops > 0
+    assert result.whole_model["profiled_time_ms"] == taken.overhead["profiled_wall_ms_per_step"]
+    assert result.modules["time_ms"].notna().sum() > 3
+    with pytest.raises(InvalidInputError, match="batch_size 2 .not 1."):
+        roofline(tiny_resnet, 1, peaks=cpu_peaks, timing=TimingConfig.quick(), profiled=taken)
+
+
 def test_roofline_never_moves_the_model_silently(tiny_resnet, cpu_peaks):
     # no GPU: the device is refused; with one: the model is on the CPU, so it must be moved first
     expected = InvalidInputError if torch.cuda.is_available() else infopt.DeviceUnavailableError

@@ -32,7 +32,7 @@ from infopt.devices import device_kind, resolve_device
 from infopt.errors import InvalidInputError
 from infopt.analyze.opcount import BYTES_DEFINITION, ROOT_NAME
 from infopt.analyze.peaks import device_peaks, dtype_name, peak_bandwidth, peak_flops
-from infopt.analyze.profiling import MPS_NOTE, profile_model
+from infopt.analyze.profiling import MPS_NOTE, ProfileResult, profile_model
 from infopt.measure.sweep import resolve_seq_len
 from infopt.measure.timing import TimingConfig, measure
 
@@ -143,15 +143,30 @@ def _model_io_bytes(model, inputs: dict) -> int:
         + output.numel() * output.element_size()
 
 
+def check_profile_matches(profiled: ProfileResult, model, batch_size: int, seq_len: int | None) -> None:
+    """Raise when ``profiled`` was not taken of ``model`` (its name, device, variant) at this batch size and
+    sequence length: the roofline would pair one model's FLOP counts with another's times."""
+    wanted = {"model": model.name, "device": str(model.device), "variant": model.variant, "batch_size": batch_size,
+              "seq_len": resolve_seq_len(model, seq_len)}
+    differing = {key: (profiled.config.get(key), value) for key, value in wanted.items()
+                 if profiled.config.get(key) != value}
+    if differing or profiled.counts is None:
+        what = ", ".join(f"{key} {got!r} (not {want!r})" for key, (got, want) in differing.items()) or "no counts"
+        raise InvalidInputError(f"The profile given to roofline() was taken of something else: {what}.")
+
+
 def roofline(model, batch_size: int, device: str | torch.device | None = None, seq_len: int | None = None,
              peaks: dict | None = None, *, timing: TimingConfig | None = None, peak_source: str = "measured",
-             compute_dtype: torch.dtype | str | None = None) -> RooflineResult:
+             compute_dtype: torch.dtype | str | None = None, profiled: ProfileResult | None = None) -> RooflineResult:
     """Roofline of ``model`` at ``batch_size`` on ``device`` (default: the model's device).
 
     ``peaks``: a :func:`infopt.analyze.peaks.device_peaks` dict (measured now if
     omitted). ``peak_source``: ``"measured"`` (default) or ``"theoretical"``
     roofs. ``compute_dtype``: dtype whose compute peak applies (default: the
-    model's parameter dtype). ``timing``: config for the whole-model latency.
+    model's parameter dtype). ``timing``: config for the whole-model latency. ``profiled``: a
+    :func:`infopt.analyze.profiling.profile_model` result of this model at this batch size already taken (the
+    profile notebook's), whose counts and module and operator times are used instead of profiling again (a
+    full-size gpt2 profile takes 14 s on a 2-core CPU); refused when it was taken of anything else.
     """
     target = resolve_device(device) if device is not None else model.device
     if target != model.device:
@@ -165,7 +180,10 @@ def roofline(model, batch_size: int, device: str | torch.device | None = None, s
         raise InvalidInputError(f"The peaks hold no {peak_source} {dtype} compute rate and bandwidth for "
                                 f"{peaks.get('device')}: measure them with device_peaks(..., dtypes=['{dtype}']).")
 
-    profiled = profile_model(model, batch_size, None, seq_len)
+    if profiled is None:
+        profiled = profile_model(model, batch_size, None, seq_len)
+    else:
+        check_profile_matches(profiled, model, batch_size, seq_len)
     counts = profiled.counts
     time_column = {"cuda": "inclusive_device_ms"}.get(kind, "inclusive_cpu_ms")
     op_time_column = {"cuda": "device_ms"}.get(kind, "cpu_ms")
