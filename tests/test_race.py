@@ -279,3 +279,14 @@ def test_a_finalist_is_confirmed_as_raced_keeping_the_race_rounds_at_the_race_ba
     assert raced["paired_rounds"] == len(entry.ratios) and "race's rounds" in raced["search_note"]
     assert raced["paired_speedup"] == pytest.approx(entry.interval[0]) and raced["latency_p50_ms"] > 0
     assert "race's rounds" not in rows.loc[1]["search_note"] and rows.loc[1]["paired_rounds"] >= 6
+
+
+def test_a_single_raced_contender_is_raced_alone_not_separated():
+    """With one contender in the race nothing was separated: the outcome must not claim a win over the others."""
+    clock = FakeClock()
+    measure, _ = fake_rounds({"only": 2.0}, clock)
+    race = run_race(["only"], measure, budget_s=100, clock=clock, restriction="raced the 1 fastest of 5 after "
+                                                                              "the screen; the budget allowed no more")
+    assert race.outcome.startswith("raced alone; raced the 1 fastest of 5") and race.leader == "only"
+    assert "never paired in rounds with another contender" in race.entries[0].note
+    assert "1 raced to the end (raced alone" in race.line()

@@ -17,7 +17,8 @@ Stages, in order (each row of the result says where its variant stopped, ``searc
    each, then the next round. Once every contender has :data:`MIN_RACE_ROUNDS` rounds, after each round a
    variant is eliminated when the upper end of its paired-speedup 95% interval (order-statistic CI of the
    median round) lies below the lower end of the current leader's, or below 1 (slower than the baseline).
-   The race ends when one contender is left (``separated``), none is (``none faster than the baseline``), or
+   The race ends when one contender is left (``separated``; ``raced alone`` when it was the only one raced, so
+   no other contender was ever paired against it), none is (``none faster than the baseline``), or
    the budget or :data:`MAX_RACE_ROUNDS` is reached with several left (``no significant difference`` among
    them: a tie is reported, never settled by a coin flip; ``undecided`` when not even :data:`MIN_RACE_ROUNDS`
    rounds fitted). The budget counts the screen's calls and the rounds: a screen pass or a round starts only
@@ -83,7 +84,7 @@ class Entry:
 @dataclasses.dataclass
 class RaceResult:
     entries: list
-    outcome: str                         # separated | no significant difference | none faster than the baseline
+    outcome: str                         # separated | raced alone | no significant difference | none faster ...
     leader: str | None
     spent_s: float
     rounds: int
@@ -144,7 +145,11 @@ def run_race(specs: Iterable[str], measure_round: Callable[[str, int], float], *
             break
     for entry in active:
         entry.stage, entry.interval = "final", entry.summary()
-    if len(active) == 1 and rounds >= min_rounds:
+    if len(active) == 1 and rounds >= min_rounds and len(entries) == 1:  # nothing to be separated from
+        outcome, leader_spec = "raced alone", active[0].spec
+        active[0].note = (f"raced alone: faster than the baseline after {rounds} rounds, never paired in rounds "
+                          "with another contender")
+    elif len(active) == 1 and rounds >= min_rounds:
         outcome, leader_spec = "separated", active[0].spec
         active[0].note = f"raced to the end: faster than every other contender after {rounds} rounds"
     elif not active:
