@@ -128,3 +128,5 @@ def test_comparing_block_by_block_gives_the_whole_tensor_figures(logits, monkeyp
     assert blocks["cosine_similarity"] == pytest.approx(-1.0, abs=1e-3) and blocks["accuracy_ok"] is False
     candidate[3, 5, 0] = float("nan")                        # a non-finite value in the last block only
     assert math.isnan(compare_outputs(logits, candidate, "causal-lm")["rel_error"])
+    empty = compare_outputs(torch.zeros(0, 50), torch.zeros(0, 50), "vision")  # no rows: no figure, no pass
+    assert math.isnan(empty["cosine_similarity"]) and empty["accuracy_ok"] is False

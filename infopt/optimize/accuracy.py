@@ -178,7 +178,7 @@ def compare_outputs(reference: torch.Tensor, candidate: torch.Tensor, task: str 
         result["max_abs_error"] = result["rel_error"] = math.nan
     criteria = f"{tolerance.describe()}; all values finite"
     confident_ok = True
-    if argmax and finite:
+    if argmax and finite and sums["rows"]:
         result["top1_agreement"] = sums["agree"] / sums["rows"]
         result["top1_confident_rows"] = sums["confident"]
         if sums["confident"]:
