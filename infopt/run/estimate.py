@@ -13,15 +13,15 @@ from infopt.run.plan import Job, Plan
 #: for the up-front estimate when this host has no earlier run of the same notebook, measured alone on a 2-core
 #: AMD EPYC (AVX-512) on 2026-12-07. Tiny: the largest of the three models' durations in
 #: ``benchmarks/full_run.py --quick`` (87 s). Full size: the default run (``benchmarks/full_run.py``, preset
-#: full-cpu, racing search with compiled paths in 60 s, serve with screened searches: 1412 s). GPUs are faster.
+#: full-cpu, racing search with compiled paths in 60 s, serve with screened searches: 1367 s). GPUs are faster.
 ESTIMATE_S = {
     "tiny": {"benchmark": 2, "profile": 3, "memory": 2, "optimize": 10, "serve": 9, "report": 3},
     "full": {
-        "benchmark": {"resnet50": 36, "gpt2": 81, "distilbert": 36},
-        "profile": {"resnet50": 16, "gpt2": 43, "distilbert": 24},
-        "memory": {"resnet50": 8, "gpt2": 33, "distilbert": 7},
-        "optimize": {"resnet50": 195, "gpt2": 256, "distilbert": 181},
-        "serve": {"resnet50": 136, "gpt2": 133, "distilbert": 196},
+        "benchmark": {"resnet50": 34, "gpt2": 80, "distilbert": 33},
+        "profile": {"resnet50": 13, "gpt2": 26, "distilbert": 20},
+        "memory": {"resnet50": 7, "gpt2": 32, "distilbert": 7},
+        "optimize": {"resnet50": 194, "gpt2": 321, "distilbert": 189},
+        "serve": {"resnet50": 122, "gpt2": 116, "distilbert": 143},
         "report": 3,
     },
 }
@@ -30,7 +30,7 @@ ESTIMATE_S = {
 #: the seconds below for what the budget leaves out (loading, accuracy checks, compilation, confirming the
 #: finalists, gpt2's generation variants): the same runs' optimize durations less their budget (60 s; quick
 #: 1.5 s); a host's own earlier runs take precedence anyway.
-RACE_ALLOWANCE_S = {"tiny": 9, "full": {"resnet50": 135, "gpt2": 196, "distilbert": 121}}
+RACE_ALLOWANCE_S = {"tiny": 9, "full": {"resnet50": 134, "gpt2": 261, "distilbert": 129}}
 
 
 def notebook_estimate(job: Job, quick: bool) -> float:
